@@ -1,0 +1,55 @@
+//! The command line (clap). Kept apart so the man page and completions can be generated
+//! from the same definition.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Hardlinks completed downloads between the per-host directories of a shared Gentoo
+/// distfiles tree, so each host's eclean-dist removes only its own names.
+#[derive(Debug, Parser)]
+#[command(name = "distlink", version, about, long_about = None)]
+pub struct Cli {
+    /// Least important messages to log.
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (SIGTERM/SIGINT: finish links in flight, exit 0;
+    /// SIGHUP: re-read the configuration).
+    Run {
+        /// Configuration file.
+        #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Check the configuration, host directories, kernel support and privileges; exit 0
+    /// only when `run` would start.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl From<LogLevel> for log::LevelFilter {
+    fn from(l: LogLevel) -> log::LevelFilter {
+        match l {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors that stop distlink from starting. Once running, nothing is fatal: a failed
+//! link is logged and counted (see `linker.rs`).
+
+use crate::config::ConfigError;
+use std::fmt;
+use std::io;
+
+/// A start-up failure, with what was being done and, where it helps, a hint.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration or the host directories are wrong.
+    Config(ConfigError),
+    /// The kernel refused a fanotify call.
+    Fanotify { op: &'static str, source: io::Error, hint: &'static str },
+    /// Some other set-up step failed.
+    Setup { what: String, source: io::Error },
+}
+
+impl Error {
+    /// The process exit code for this error (documented in the README and `main.rs`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => crate::EXIT_CONFIG,
+            _ => crate::EXIT_FAILURE,
+        }
+    }
+
+    pub fn setup(what: impl Into<String>, source: impl Into<io::Error>) -> Error {
+        Error::Setup { what: what.into(), source: source.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => e.fmt(f),
+            Error::Fanotify { op, hint, .. } => {
+                write!(f, "{op} failed")?;
+                if !hint.is_empty() {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
+            }
+            Error::Setup { what, .. } => write!(f, "{what} failed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => e.source(),
+            Error::Fanotify { source, .. } | Error::Setup { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}

@@ -1,0 +1,163 @@
+//! The host directories, opened once and then only used through their descriptors.
+//!
+//! Each directory is opened with `openat2(RESOLVE_NO_SYMLINKS)`, so a symlink anywhere on
+//! the configured path is refused, and every later operation is an `*at` call relative to
+//! that descriptor. A host directory is recognised in fanotify events by its file handle
+//! and filesystem ID, read here with `name_to_handle_at` and `fstatfs`.
+
+use crate::config::{Config, ConfigError, HostConfig, Problem};
+use crate::sys;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+use nix::sys::stat::fstat;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// One opened host directory.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub path: PathBuf,
+    /// `O_PATH | O_DIRECTORY` descriptor: every link, stat and open goes through it.
+    pub dir: OwnedFd,
+    /// fsid + file handle: how events name this directory (see [`object_key`]).
+    pub key: Box<[u8]>,
+}
+
+/// All host directories of one configuration, on one filesystem and one mount.
+#[derive(Debug)]
+pub struct HostSet {
+    hosts: Vec<Host>,
+    by_key: HashMap<Box<[u8]>, usize>,
+    /// `st_dev` of the filesystem holding them.
+    pub dev: u64,
+}
+
+/// The bytes fanotify puts before a name in a `DFID_NAME` record: fsid, `handle_bytes`,
+/// `handle_type`, `f_handle`. Equal keys mean the same directory.
+pub fn object_key(fsid: [u8; 8], handle: &sys::Handle) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(16 + handle.bytes.len());
+    key.extend_from_slice(&fsid);
+    key.extend_from_slice(&(handle.bytes.len() as u32).to_ne_bytes());
+    key.extend_from_slice(&handle.handle_type.to_ne_bytes());
+    key.extend_from_slice(&handle.bytes);
+    key.into_boxed_slice()
+}
+
+/// Opens `path` as a directory, refusing symlinks anywhere on the way.
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    nix::fcntl::openat2(AT_FDCWD, path, how)
+}
+
+/// The first component of `path` that is a symlink, for messages.
+fn first_symlink(path: &Path) -> Option<PathBuf> {
+    let mut cur = PathBuf::new();
+    for c in path.components() {
+        cur.push(c);
+        if std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(cur);
+        }
+    }
+    None
+}
+
+struct Opened {
+    dir: OwnedFd,
+    dev: u64,
+    mount_id: i32,
+    key: Box<[u8]>,
+}
+
+fn open_host(h: &HostConfig) -> Result<Opened, String> {
+    let path = h.path.display();
+    let dir = open_dir(&h.path).map_err(|e| match e {
+        Errno::ENOENT => format!("host {}: directory {path} does not exist", h.name),
+        Errno::ENOTDIR => format!("host {}: {path} is not a directory", h.name),
+        Errno::ELOOP | Errno::EXDEV => match first_symlink(&h.path) {
+            Some(link) if link == h.path => format!("host {}: {path} is a symlink; give the real directory", h.name),
+            Some(link) => format!("host {}: {path} passes through the symlink {}; give the real path", h.name, link.display()),
+            None => format!("host {}: {path} cannot be opened without following symlinks ({e})", h.name),
+        },
+        Errno::EACCES | Errno::EPERM => format!("host {}: {path}: permission denied (distlink runs as root)", h.name),
+        e => format!("host {}: cannot open {path}: {e}", h.name),
+    })?;
+    let st = fstat(&dir).map_err(|e| format!("host {}: cannot stat {path}: {e}", h.name))?;
+    let handle = sys::name_to_handle_at(dir.as_fd(), c"")
+        .map_err(|e| format!("host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)", h.name))?;
+    let fsid = sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
+    Ok(Opened { dir, dev: st.st_dev, mount_id: handle.mount_id, key: object_key(fsid, &handle) })
+}
+
+impl HostSet {
+    /// Opens every host directory of `config` and checks that hardlinks can work between
+    /// them. Every problem is reported, each with the entry's line and column.
+    pub fn open(config: &Config) -> Result<HostSet, ConfigError> {
+        let mut problems = Vec::new();
+        let mut opened: Vec<(&HostConfig, Opened)> = Vec::new();
+        for h in &config.hosts {
+            match open_host(h) {
+                Ok(o) => opened.push((h, o)),
+                Err(message) => problems.push(Problem::new(Some(h.at), message)),
+            }
+        }
+        if let Some((first, f)) = opened.first() {
+            for (h, o) in &opened[1..] {
+                if o.dev != f.dev {
+                    problems.push(Problem::new(Some(h.at), format!(
+                        "host {}: {} is on a different filesystem than host {} ({}); hardlinks between them would fail with EXDEV",
+                        h.name, h.path.display(), first.name, first.path.display()
+                    )));
+                } else if o.mount_id != f.mount_id {
+                    problems.push(Problem::new(Some(h.at), format!(
+                        "host {}: {} is reached through a different mount than host {} ({}), e.g. a bind mount; links across mounts fail with EXDEV: give paths under one mount",
+                        h.name, h.path.display(), first.name, first.path.display()
+                    )));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { path: config.source.clone(), problems });
+        }
+        let dev = opened.first().map_or(0, |(_, o)| o.dev);
+        let mut by_key = HashMap::new();
+        let hosts: Vec<Host> = opened
+            .into_iter()
+            .enumerate()
+            .map(|(i, (h, o))| {
+                by_key.insert(o.key.clone(), i);
+                Host { name: h.name.clone(), path: h.path.clone(), dir: o.dir, key: o.key }
+            })
+            .collect();
+        Ok(HostSet { hosts, by_key, dev })
+    }
+
+    /// The host whose directory has this event key.
+    pub fn lookup(&self, key: &[u8]) -> Option<usize> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn get(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Host> {
+        self.hosts.iter()
+    }
+
+    /// An object on the shared filesystem, for the filesystem-wide fanotify mark.
+    pub fn any_dir(&self) -> BorrowedFd<'_> {
+        self.hosts[0].dir.as_fd()
+    }
+}

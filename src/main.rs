@@ -1,0 +1,25 @@
+//! `distlink`: parse the command line, dispatch, report the error once.
+//!
+//! Exit codes: 0 success; 1 a fatal error at start-up (or `check` found one that is not
+//! the configuration's); 2 bad command line; 78 (`EX_CONFIG`) the configuration or the
+//! host directories are invalid.
+
+use clap::Parser;
+use distlink::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    distlink::logging::init(cli.log_level.into());
+    let result = match &cli.command {
+        Command::Run { config } => distlink::daemon::run(config),
+        Command::Check { config } => distlink::check::check(config).map(|summary| println!("{summary}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("distlink: {}", distlink::error_chain(&e));
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
