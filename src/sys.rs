@@ -23,23 +23,19 @@ pub fn fanotify_init(flags: libc::c_uint, event_f_flags: libc::c_uint) -> io::Re
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `fanotify_mark(2)` on the object `dirfd` refers to (the pathname argument is NULL).
+/// `fanotify_mark(2)` on `path` relative to `dir`. (A NULL pathname would not do: the
+/// kernel looks the descriptor up without accepting `O_PATH` ones, and gives EBADF.)
 pub fn fanotify_mark(
     group: BorrowedFd<'_>,
     flags: libc::c_uint,
     mask: u64,
-    object: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    path: &CStr,
 ) -> io::Result<()> {
-    // SAFETY: both descriptors are borrowed, so open for the whole call; a NULL pathname
-    // is documented to mean "the object dirfd refers to", and no other memory is passed.
+    // SAFETY: both descriptors are borrowed, so open for the whole call, and `path` is a
+    // NUL-terminated string that outlives it; no other memory is passed.
     let rc = unsafe {
-        libc::fanotify_mark(
-            group.as_raw_fd(),
-            flags,
-            mask,
-            object.as_raw_fd(),
-            std::ptr::null(),
-        )
+        libc::fanotify_mark(group.as_raw_fd(), flags, mask, dir.as_raw_fd(), path.as_ptr())
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());

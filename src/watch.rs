@@ -61,6 +61,7 @@ impl Watch {
             libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
             MASK,
             hosts.any_dir(),
+            c".",
         )
         .map_err(|source| Error::Fanotify {
             op: "fanotify_mark(FAN_MARK_FILESYSTEM)",

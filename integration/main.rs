@@ -1,0 +1,6 @@
+//! Integration tests: the real `distlink` binary on real filesystems (tmpfs, loop-mounted
+//! ext4), as root. One binary, so helpers are shared and the link step runs once.
+
+mod config_errors;
+mod fanout;
+mod util;

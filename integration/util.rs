@@ -1,0 +1,405 @@
+//! Helpers for the integration tests: throw-away filesystems, the real daemon binary
+//! started with a readiness socket, deadlines instead of sleeps, and a dump of the
+//! daemon's log and the directory trees when a test fails.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_distlink");
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Root tests need root. In CI (which is root) a missing privilege is a failure, never a
+/// silent skip; elsewhere the test says it was skipped.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("integration tests must run as root (mounts, fanotify filesystem marks)");
+    }
+    eprintln!("SKIPPED: not root (mounts and fanotify filesystem marks need root)");
+    false
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory with its own filesystems mounted in it; unmounted and removed on
+/// drop.
+pub struct Scratch {
+    pub root: PathBuf,
+    mounts: Vec<PathBuf>,
+}
+
+impl Scratch {
+    /// An empty scratch directory (nothing mounted yet).
+    pub fn new(test: &str) -> Scratch {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let root = std::env::temp_dir().join(format!("distlink-it-{}-{n}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        Scratch { root, mounts: Vec::new() }
+    }
+
+    /// A scratch directory with a fresh tmpfs at `fs/`.
+    pub fn tmpfs(test: &str) -> Scratch {
+        let mut s = Scratch::new(test);
+        let mnt = s.mount_tmpfs("fs");
+        assert_eq!(mnt, s.fs());
+        s
+    }
+
+    /// A scratch directory with a fresh loop-mounted ext4 image at `fs/`.
+    pub fn ext4(test: &str, megabytes: u64) -> Scratch {
+        let mut s = Scratch::new(test);
+        let img = s.root.join("ext4.img");
+        fs::File::create(&img).unwrap().set_len(megabytes << 20).unwrap();
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        let mnt = s.root.join("fs");
+        fs::create_dir_all(&mnt).unwrap();
+        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt));
+        s.mounts.push(mnt);
+        s
+    }
+
+    /// Mounts another tmpfs at `root/rel`.
+    pub fn mount_tmpfs(&mut self, rel: &str) -> PathBuf {
+        let mnt = self.root.join(rel);
+        fs::create_dir_all(&mnt).unwrap();
+        run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m", "distlink-it"]).arg(&mnt));
+        self.mounts.push(mnt.clone());
+        mnt
+    }
+
+    /// Bind-mounts `src` at `root/rel`.
+    pub fn bind(&mut self, src: &Path, rel: &str) -> PathBuf {
+        let mnt = self.root.join(rel);
+        fs::create_dir_all(&mnt).unwrap();
+        run(Command::new("mount").arg("--bind").arg(src).arg(&mnt));
+        self.mounts.push(mnt.clone());
+        mnt
+    }
+
+    /// The main test filesystem.
+    pub fn fs(&self) -> PathBuf {
+        self.root.join("fs")
+    }
+
+    /// Creates `n` host directories `fs/host0` … and returns them.
+    pub fn hosts(&self, n: usize) -> Vec<PathBuf> {
+        (0..n)
+            .map(|i| {
+                let p = self.fs().join(format!("host{i}"));
+                fs::create_dir_all(&p).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    /// Writes a configuration file (outside the watched filesystem).
+    pub fn config(&self, text: &str) -> PathBuf {
+        let p = self.root.join("distlink.yaml");
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A configuration for `hosts` plus `extra` YAML lines.
+    pub fn config_for(&self, hosts: &[PathBuf], extra: &str) -> PathBuf {
+        let mut text = String::from("hosts:\n");
+        for (i, h) in hosts.iter().enumerate() {
+            text.push_str(&format!("  host{i}: {}\n", h.display()));
+        }
+        text.push_str(extra);
+        self.config(&text)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let ok = Command::new("umount").arg(m).status().is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `ls -li`-like listing of every directory below `dir`, for failure reports.
+pub fn tree(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        out.push_str(&format!("{}:\n", d.display()));
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Ok(m) = e.path().symlink_metadata() else { continue };
+            out.push_str(&format!(
+                "  {:>8} {:o} nlink={} size={} {}\n",
+                m.ino(),
+                m.mode(),
+                m.nlink(),
+                m.len(),
+                e.file_name().to_string_lossy().escape_debug()
+            ));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// The daemon under test: the real binary, started with its own readiness socket.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    dump: Vec<PathBuf>,
+}
+
+impl Daemon {
+    /// Starts `distlink run --config CONFIG` and waits for `READY=1`. `dump` lists the
+    /// directories to show if the test fails.
+    pub fn start(scratch: &Scratch, config: &Path) -> Daemon {
+        Daemon::start_with(scratch, config, &[])
+    }
+
+    pub fn start_with(scratch: &Scratch, config: &Path, args: &[&str]) -> Daemon {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let sock_path = scratch.root.join(format!("notify-{n}.sock"));
+        let log = scratch.root.join(format!("daemon-{n}.log"));
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let child = Command::new(BIN)
+            .args(["--log-level", "debug", "run", "--config"])
+            .arg(config)
+            .args(args)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(scratch.root.join(format!("daemon-{n}.out"))).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn distlink");
+        let mut d = Daemon { child: Some(child), log, dump: vec![scratch.fs()] };
+        let end = Instant::now() + DEADLINE;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(len) = sock.recv(&mut buf) {
+                if buf[..len].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
+                    break;
+                }
+            }
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("distlink exited before READY=1 ({status}):\n{}", d.log());
+            }
+            assert!(Instant::now() < end, "no READY=1 within {DEADLINE:?}:\n{}", d.log());
+        }
+        let _ = fs::remove_file(&sock_path);
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        wait_until(DEADLINE, || self.log().contains(needle))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() >= end {
+                let _ = child.kill();
+                panic!("distlink did not exit within {DEADLINE:?} of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "---- distlink log ({}) ----\n{}", self.log.display(), self.log());
+            for d in &self.dump {
+                let _ = writeln!(err, "---- tree ----\n{}", tree(d));
+            }
+        }
+    }
+}
+
+/// Whether `name` in every one of `dirs` is the same inode as `reference`.
+pub fn linked_everywhere(reference: &Path, dirs: &[PathBuf], name: &OsStr) -> bool {
+    let Ok(want) = reference.symlink_metadata() else { return false };
+    dirs.iter().all(|d| {
+        d.join(name)
+            .symlink_metadata()
+            .is_ok_and(|m| m.ino() == want.ino() && m.dev() == want.dev())
+    })
+}
+
+/// Waits until `dir/name` is linked into every one of `hosts`.
+pub fn wait_linked(hosts: &[PathBuf], src: usize, name: impl AsRef<OsStr>) -> bool {
+    let name = name.as_ref();
+    let reference = hosts[src].join(name);
+    wait_until(DEADLINE, || linked_everywhere(&reference, hosts, name))
+}
+
+/// A Portage-style download into `dir`: write `NAME.__download__`, close, rename.
+pub fn portage_download(dir: &Path, name: impl AsRef<OsStr>, content: &[u8]) {
+    let name = name.as_ref();
+    let mut tmp = name.to_os_string();
+    tmp.push(".__download__");
+    fs::write(dir.join(&tmp), content).unwrap();
+    fs::rename(dir.join(&tmp), dir.join(name)).unwrap();
+}
+
+/// Names (as bytes) in `dir`.
+pub fn names(dir: &Path) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every name that appears (created or moved in) in the watched directories, with when,
+/// recorded with inotify from a thread, so a test can assert that something never
+/// appeared, not just that it is absent at the end.
+pub struct Recorder {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(usize, Vec<u8>, Instant)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    pub fn new(dirs: &[PathBuf]) -> Recorder {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
+        let mut wds = Vec::new();
+        for d in dirs {
+            wds.push(ino.add_watch(d, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO).unwrap());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            loop {
+                let done = stop2.load(Ordering::SeqCst);
+                while let Ok(events) = ino.read_events() {
+                    let now = Instant::now();
+                    let mut seen = seen2.lock().unwrap();
+                    for ev in events {
+                        if let (Some(i), Some(name)) = (wds.iter().position(|w| *w == ev.wd), ev.name) {
+                            seen.push((i, name.as_bytes().to_vec(), now));
+                        }
+                    }
+                }
+                if done {
+                    return;
+                }
+                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8));
+            }
+        });
+        Recorder { stop, seen, thread: Some(thread) }
+    }
+
+    /// Everything seen so far: (directory index, name, when).
+    pub fn seen(&self) -> Vec<(usize, Vec<u8>, Instant)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// When `name` first appeared in directory `dir`.
+    pub fn first(&self, dir: usize, name: &[u8]) -> Option<Instant> {
+        self.seen().into_iter().find(|(d, n, _)| *d == dir && n == name).map(|(_, _, t)| t)
+    }
+
+    /// Stops recording and returns everything seen.
+    pub fn finish(mut self) -> Vec<(usize, Vec<u8>, Instant)> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.seen()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `distlink check --config CONFIG`; returns (exit code, stdout + stderr).
+pub fn check(config: &Path) -> (i32, String) {
+    let out = Command::new(BIN).args(["check", "--config"]).arg(config).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
