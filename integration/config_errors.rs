@@ -14,7 +14,10 @@ fn refused(scratch: &Scratch, case: &str, yaml: &str, want: &[&str]) {
     for w in want {
         assert!(text.contains(w), "{case}: missing {w:?} in:\n{text}");
     }
-    assert!(text.starts_with("distlink: "), "{case}: message not prefixed:\n{text}");
+    assert!(
+        text.starts_with("distlink: "),
+        "{case}: message not prefixed:\n{text}"
+    );
 }
 
 #[test]
@@ -41,28 +44,120 @@ fn every_kind_of_config_error_has_its_message() {
     let cfg = cfg.display();
 
     refused(&s, "syntax", "hosts: [\n", &[&format!("{cfg}:1:")]);
-    refused(&s, "unknown key", &format!("hosts:\n  a: {a}\n  b: {b}\nworkerz: 2\n"), &[&format!("{cfg}:4:1: unknown field `workerz`")]);
-    refused(&s, "duplicate name", &format!("hosts:\n  a: {a}\n  a: {b}\n"), &[&format!("{cfg}:3:3: duplicate mapping key: a")]);
-    refused(&s, "missing hosts", "workers: 2\n", &["missing field `hosts`"]);
+    refused(
+        &s,
+        "unknown key",
+        &format!("hosts:\n  a: {a}\n  b: {b}\nworkerz: 2\n"),
+        &[&format!("{cfg}:4:1: unknown field `workerz`")],
+    );
+    refused(
+        &s,
+        "duplicate name",
+        &format!("hosts:\n  a: {a}\n  a: {b}\n"),
+        &[&format!("{cfg}:3:3: duplicate mapping key: a")],
+    );
+    refused(
+        &s,
+        "missing hosts",
+        "workers: 2\n",
+        &["missing field `hosts`"],
+    );
     refused(&s, "empty file", "", &["empty"]);
-    refused(&s, "missing dir", &format!("hosts:\n  a: {a}\n  b: {f}/nope\n"), &[&format!("{cfg}:3:6: host b: directory {f}/nope does not exist")]);
-    refused(&s, "not a dir", &format!("hosts:\n  a: {a}\n  b: {f}/file\n"), &[&format!("host b: {f}/file is not a directory")]);
-    refused(&s, "symlink", &format!("hosts:\n  a: {a}\n  b: {f}/link-to-a\n"), &[&format!("host b: {f}/link-to-a is a symlink")]);
+    refused(
+        &s,
+        "missing dir",
+        &format!("hosts:\n  a: {a}\n  b: {f}/nope\n"),
+        &[&format!(
+            "{cfg}:3:6: host b: directory {f}/nope does not exist"
+        )],
+    );
+    refused(
+        &s,
+        "not a dir",
+        &format!("hosts:\n  a: {a}\n  b: {f}/file\n"),
+        &[&format!("host b: {f}/file is not a directory")],
+    );
+    refused(
+        &s,
+        "symlink",
+        &format!("hosts:\n  a: {a}\n  b: {f}/link-to-a\n"),
+        &[&format!("host b: {f}/link-to-a is a symlink")],
+    );
     let via = s.root.join("link-to-fs");
-    refused(&s, "through symlink", &format!("hosts:\n  a: {a}\n  b: {}/b\n", via.display()), &[&format!("passes through the symlink {}", via.display())]);
-    refused(&s, "relative", &format!("hosts:\n  a: {a}\n  b: relative/b\n"), &["host b: directory \"relative/b\" must be an absolute path"]);
-    refused(&s, "duplicate path", &format!("hosts:\n  a: {a}\n  b: {a}/\n"), &[&format!("host b: directory {a} is already used by host a")]);
-    refused(&s, "nested", &format!("hosts:\n  a: {f}\n  b: {b}\n"), &[&format!("host directories are nested: {b} (b) is inside {f} (a)")]);
-    refused(&s, "one host", &format!("hosts:\n  a: {a}\n"), &["at least two hosts are needed, found 1"]);
-    refused(&s, "other filesystem", &format!("hosts:\n  a: {a}\n  c: {}/c\n", other.display()), &["host c:", "is on a different filesystem than host a", "EXDEV"]);
-    refused(&s, "bind mount", &format!("hosts:\n  a: {a}\n  b: {}/b\n", bound.display()), &["host b:", "reached through a different mount", "EXDEV"]);
-    refused(&s, "bad values", &format!("hosts:\n  a: {a}\n  b: {b}\nworkers: 0\nsettle: soon\nignore: ['x/y']\n"), &["workers must be between 1 and 256", "settle: ", "bad ignore pattern"]);
+    refused(
+        &s,
+        "through symlink",
+        &format!("hosts:\n  a: {a}\n  b: {}/b\n", via.display()),
+        &[&format!("passes through the symlink {}", via.display())],
+    );
+    refused(
+        &s,
+        "relative",
+        &format!("hosts:\n  a: {a}\n  b: relative/b\n"),
+        &["host b: directory \"relative/b\" must be an absolute path"],
+    );
+    refused(
+        &s,
+        "duplicate path",
+        &format!("hosts:\n  a: {a}\n  b: {a}/\n"),
+        &[&format!("host b: directory {a} is already used by host a")],
+    );
+    refused(
+        &s,
+        "nested",
+        &format!("hosts:\n  a: {f}\n  b: {b}\n"),
+        &[&format!(
+            "host directories are nested: {b} (b) is inside {f} (a)"
+        )],
+    );
+    refused(
+        &s,
+        "one host",
+        &format!("hosts:\n  a: {a}\n"),
+        &["at least two hosts are needed, found 1"],
+    );
+    refused(
+        &s,
+        "other filesystem",
+        &format!("hosts:\n  a: {a}\n  c: {}/c\n", other.display()),
+        &[
+            "host c:",
+            "is on a different filesystem than host a",
+            "EXDEV",
+        ],
+    );
+    refused(
+        &s,
+        "bind mount",
+        &format!("hosts:\n  a: {a}\n  b: {}/b\n", bound.display()),
+        &["host b:", "reached through a different mount", "EXDEV"],
+    );
+    refused(
+        &s,
+        "bad values",
+        &format!("hosts:\n  a: {a}\n  b: {b}\nworkers: 0\nsettle: soon\nignore: ['x/y']\n"),
+        &[
+            "workers must be between 1 and 256",
+            "settle: ",
+            "bad ignore pattern",
+        ],
+    );
     // Several problems at once are all reported, each with its place.
-    refused(&s, "several", &format!("hosts:\n  a: {f}/nope1\n  b: {f}/nope2\n"), &["(2 problems)", ":2:6: host a:", ":3:6: host b:"]);
+    refused(
+        &s,
+        "several",
+        &format!("hosts:\n  a: {f}/nope1\n  b: {f}/nope2\n"),
+        &["(2 problems)", ":2:6: host a:", ":3:6: host b:"],
+    );
 
     let (code, text) = check(Path::new("/nonexistent/distlink.yaml"));
     assert_eq!(code, 78, "{text}");
-    assert!(text.contains("cannot read configuration /nonexistent/distlink.yaml: No such file or directory"), "{text}");
+    assert!(
+        text.contains(
+            "cannot read configuration /nonexistent/distlink.yaml: No such file or directory"
+        ),
+        "{text}"
+    );
 
     let good = s.config(&format!("hosts:\n  a: {a}\n  b: {b}\n"));
     let (code, text) = check(&good);
@@ -71,16 +166,26 @@ fn every_kind_of_config_error_has_its_message() {
 
     // `run` refuses the same way, before READY=1.
     let bad = s.config(&format!("hosts:\n  a: {a}\n  b: {f}/nope\n"));
-    let out = std::process::Command::new(BIN).args(["run", "--config"]).arg(&bad).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
 #[test]
 fn usage_errors_exit_two() {
-    let out = std::process::Command::new(BIN).arg("frobnicate").output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("frobnicate")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("run") && help.contains("check"), "{help}");

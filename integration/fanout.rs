@@ -26,7 +26,11 @@ fn setup(scratch: Scratch, n: usize, extra: &str) -> Setup {
     let hosts = scratch.hosts(n);
     let config = scratch.config_for(&hosts, extra);
     let daemon = Daemon::start(&scratch, &config);
-    Setup { daemon, hosts, scratch }
+    Setup {
+        daemon,
+        hosts,
+        scratch,
+    }
 }
 
 fn settle_line() -> String {
@@ -34,7 +38,7 @@ fn settle_line() -> String {
 }
 
 /// No temporary name ever showed up outside the host that wrote it.
-fn assert_no_temporaries_spread(seen: &[(usize, Vec<u8>, Instant)], writer: usize) {
+fn assert_no_temporaries_spread(seen: &[Seen], writer: usize) {
     for (dir, name, _) in seen {
         if *dir != writer {
             assert!(
@@ -51,15 +55,27 @@ fn portage_download_case(scratch: Scratch) {
     let rec = Recorder::new(&s.hosts);
     let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     portage_download(&s.hosts[1], "foo-1.0.tar.gz", &content);
-    assert!(wait_linked(&s.hosts, 1, "foo-1.0.tar.gz"), "not linked everywhere");
+    assert!(
+        wait_linked(&s.hosts, 1, "foo-1.0.tar.gz"),
+        "not linked everywhere"
+    );
     for h in &s.hosts {
         assert_eq!(fs::read(h.join("foo-1.0.tar.gz")).unwrap(), content);
         assert!(!h.join("foo-1.0.tar.gz.__download__").exists());
     }
-    assert_eq!(fs::metadata(s.hosts[0].join("foo-1.0.tar.gz")).unwrap().nlink(), 4);
+    assert_eq!(
+        fs::metadata(s.hosts[0].join("foo-1.0.tar.gz"))
+            .unwrap()
+            .nlink(),
+        4
+    );
     let seen = rec.finish();
     assert_no_temporaries_spread(&seen, 1);
-    assert!(s.daemon.log().contains("host1/foo-1.0.tar.gz (renamed): linked into host0, host2, host3"));
+    assert!(
+        s.daemon
+            .log()
+            .contains("host1/foo-1.0.tar.gz (renamed): linked into host0, host2, host3")
+    );
     let status = s.daemon.stop();
     assert!(status.success(), "exit status {status}");
     drop(s.scratch);
@@ -88,7 +104,11 @@ fn direct_write_is_linked_only_after_settle() {
     }
     let s = setup(Scratch::tmpfs("direct"), 3, &settle_line());
     let rec = Recorder::new(&s.hosts);
-    fs::write(s.hosts[0].join("direct.tar.gz"), b"written under its final name").unwrap();
+    fs::write(
+        s.hosts[0].join("direct.tar.gz"),
+        b"written under its final name",
+    )
+    .unwrap();
     let written = Instant::now();
     assert!(wait_linked(&s.hosts, 0, "direct.tar.gz"));
     let appeared = rec.first(1, b"direct.tar.gz").expect("recorded in host1");
@@ -97,7 +117,11 @@ fn direct_write_is_linked_only_after_settle() {
         "linked {:?} after the write, before the settle time {SETTLE:?}",
         appeared - written
     );
-    assert!(s.daemon.log().contains("host0/direct.tar.gz (settled): linked into host1, host2"));
+    assert!(
+        s.daemon
+            .log()
+            .contains("host0/direct.tar.gz (settled): linked into host1, host2")
+    );
 }
 
 #[test]
@@ -118,15 +142,27 @@ fn half_written_file_with_a_pause_is_not_linked_early() {
     let done = Instant::now();
     assert!(wait_linked(&s.hosts, 0, "slow.tar.gz"));
     let appeared = rec.first(2, b"slow.tar.gz").unwrap();
-    assert!(appeared + SLACK >= done + SETTLE, "linked {:?} after the last write", appeared - done);
-    assert_eq!(fs::metadata(s.hosts[2].join("slow.tar.gz")).unwrap().len(), 128 * 1024);
+    assert!(
+        appeared + SLACK >= done + SETTLE,
+        "linked {:?} after the last write",
+        appeared - done
+    );
+    assert_eq!(
+        fs::metadata(s.hosts[2].join("slow.tar.gz")).unwrap().len(),
+        128 * 1024
+    );
 
     // Portage-style, pausing (closed!) for longer than the settle time, as an interrupted
     // and resumed `wget -c` does: nothing until the rename.
     let tmp = s.hosts[1].join("resumed.tar.gz.__download__");
     fs::write(&tmp, &half).unwrap();
     std::thread::sleep(SETTLE * 3 / 2); // the writer's pause
-    fs::OpenOptions::new().append(true).open(&tmp).unwrap().write_all(&half).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&tmp)
+        .unwrap()
+        .write_all(&half)
+        .unwrap();
     let renamed = Instant::now();
     fs::rename(&tmp, s.hosts[1].join("resumed.tar.gz")).unwrap();
     assert!(wait_linked(&s.hosts, 1, "resumed.tar.gz"));
@@ -134,7 +170,12 @@ fn half_written_file_with_a_pause_is_not_linked_early() {
     assert!(appeared >= renamed);
     let seen = rec.finish();
     assert_no_temporaries_spread(&seen, 1);
-    assert_eq!(fs::metadata(s.hosts[0].join("resumed.tar.gz")).unwrap().len(), 128 * 1024);
+    assert_eq!(
+        fs::metadata(s.hosts[0].join("resumed.tar.gz"))
+            .unwrap()
+            .len(),
+        128 * 1024
+    );
 }
 
 #[test]
@@ -150,10 +191,18 @@ fn deleting_in_one_host_leaves_the_others() {
     // been seen too.
     portage_download(&s.hosts[2], "barrier.tar.gz", b"b");
     assert!(wait_linked(&s.hosts, 2, "barrier.tar.gz"));
-    assert!(!s.hosts[1].join("keep-1.tar.gz").exists(), "deleted name came back");
+    assert!(
+        !s.hosts[1].join("keep-1.tar.gz").exists(),
+        "deleted name came back"
+    );
     assert_eq!(fs::read(s.hosts[0].join("keep-1.tar.gz")).unwrap(), b"keep");
     assert_eq!(fs::read(s.hosts[2].join("keep-1.tar.gz")).unwrap(), b"keep");
-    assert_eq!(fs::metadata(s.hosts[0].join("keep-1.tar.gz")).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(s.hosts[0].join("keep-1.tar.gz"))
+            .unwrap()
+            .nlink(),
+        2
+    );
 }
 
 #[test]
@@ -181,16 +230,34 @@ fn odd_names_are_linked_intact() {
         fs::rename(&tmp, s.hosts[0].join(OsStr::from_bytes(name))).unwrap();
     }
     // One odd name written directly, through the settle path.
-    fs::write(s.hosts[1].join(OsStr::from_bytes(b"direct \n\xff name")), b"d").unwrap();
+    fs::write(
+        s.hosts[1].join(OsStr::from_bytes(b"direct \n\xff name")),
+        b"d",
+    )
+    .unwrap();
     for name in &odd {
-        assert!(wait_linked(&s.hosts, 0, OsStr::from_bytes(name)), "{:?} not linked", String::from_utf8_lossy(name));
-        assert_eq!(&fs::read(s.hosts[2].join(OsStr::from_bytes(name))).unwrap(), name);
+        assert!(
+            wait_linked(&s.hosts, 0, OsStr::from_bytes(name)),
+            "{:?} not linked",
+            String::from_utf8_lossy(name)
+        );
+        assert_eq!(
+            &fs::read(s.hosts[2].join(OsStr::from_bytes(name))).unwrap(),
+            name
+        );
     }
-    assert!(wait_linked(&s.hosts, 1, OsStr::from_bytes(b"direct \n\xff name")));
+    assert!(wait_linked(
+        &s.hosts,
+        1,
+        OsStr::from_bytes(b"direct \n\xff name")
+    ));
     // The log shows names escaped, one event per line.
     let log = s.daemon.log();
     assert!(log.contains("host0/new\\nline.tar.gz (renamed)"), "{log}");
-    assert!(log.contains("host0/\\xff\\xfe-not-utf8\\x80.tar.gz (renamed)"), "{log}");
+    assert!(
+        log.contains("host0/\\xff\\xfe-not-utf8\\x80.tar.gz (renamed)"),
+        "{log}"
+    );
     assert_eq!(names(&s.hosts[0]).len(), odd.len() + 1);
 }
 
@@ -201,14 +268,30 @@ fn only_regular_files_with_final_names_are_linked() {
     }
     // One worker: jobs run in order, so once the barrier files are linked, everything
     // created before them has been decided.
-    let s = setup(Scratch::tmpfs("kinds"), 3, &format!("{}workers: 1\nignore: ['*.part']\n", settle_line()));
+    let s = setup(
+        Scratch::tmpfs("kinds"),
+        3,
+        &format!("{}workers: 1\nignore: ['*.part']\n", settle_line()),
+    );
     let h0 = &s.hosts[0];
     std::os::unix::fs::symlink("/etc/passwd", h0.join("symlink.tar.gz")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", h0.join("link.__download__")).unwrap();
-    fs::rename(h0.join("link.__download__"), h0.join("renamed-symlink.tar.gz")).unwrap();
-    nix::unistd::mkfifo(&h0.join("fifo.tar.gz"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    fs::rename(
+        h0.join("link.__download__"),
+        h0.join("renamed-symlink.tar.gz"),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &h0.join("fifo.tar.gz"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     fs::create_dir(h0.join("git3-src")).unwrap();
-    fs::write(h0.join("git3-src").join("inner.tar.gz"), b"in a subdirectory").unwrap();
+    fs::write(
+        h0.join("git3-src").join("inner.tar.gz"),
+        b"in a subdirectory",
+    )
+    .unwrap();
     fs::create_dir(h0.join("dir.__download__")).unwrap();
     fs::rename(h0.join("dir.__download__"), h0.join("renamed-dir.tar.gz")).unwrap();
     fs::write(h0.join("setuid.tar.gz"), b"suid").unwrap();
@@ -224,13 +307,22 @@ fn only_regular_files_with_final_names_are_linked() {
     assert!(wait_linked(&s.hosts, 0, "barrier-direct.tar.gz"));
     assert!(wait_linked(&s.hosts, 0, "barrier-renamed.tar.gz"));
     for h in &s.hosts[1..] {
-        let mut want = vec![b"barrier-direct.tar.gz".to_vec(), b"barrier-renamed.tar.gz".to_vec()];
+        let mut want = vec![
+            b"barrier-direct.tar.gz".to_vec(),
+            b"barrier-renamed.tar.gz".to_vec(),
+        ];
         want.sort();
         assert_eq!(names(h), want, "unexpected names in {}", h.display());
     }
     let log = s.daemon.log();
-    assert!(log.contains("host0/renamed-symlink.tar.gz: not linked: a symlink"), "{log}");
-    assert!(log.contains("host0/setuid.tar.gz: not linked: setuid/setgid file"), "{log}");
+    assert!(
+        log.contains("host0/renamed-symlink.tar.gz: not linked: a symlink"),
+        "{log}"
+    );
+    assert!(
+        log.contains("host0/setuid.tar.gz: not linked: setuid/setgid file"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -239,17 +331,38 @@ fn a_different_file_under_the_same_name_is_left_alone() {
         return;
     }
     let s = setup(Scratch::tmpfs("conflict"), 3, &settle_line());
-    fs::write(s.hosts[1].join("clash.tar.gz.__download__"), b"host1's own copy").unwrap();
-    fs::rename(s.hosts[1].join("clash.tar.gz.__download__"), s.hosts[1].join("clash.tar.gz")).unwrap();
+    fs::write(
+        s.hosts[1].join("clash.tar.gz.__download__"),
+        b"host1's own copy",
+    )
+    .unwrap();
+    fs::rename(
+        s.hosts[1].join("clash.tar.gz.__download__"),
+        s.hosts[1].join("clash.tar.gz"),
+    )
+    .unwrap();
     assert!(wait_linked(&s.hosts, 1, "clash.tar.gz"));
     // host0 gets a different file under the same name (as after its own download).
     fs::remove_file(s.hosts[0].join("clash.tar.gz")).unwrap();
     portage_download(&s.hosts[0], "clash.tar.gz", b"host0's different copy");
-    assert!(s.daemon.wait_log("conflict: host1/clash.tar.gz is another file than host0/clash.tar.gz; left alone"));
-    assert!(s.daemon.wait_log("conflict: host2/clash.tar.gz is another file than host0/clash.tar.gz; left alone"));
-    assert_eq!(fs::read(s.hosts[1].join("clash.tar.gz")).unwrap(), b"host1's own copy");
-    assert_eq!(fs::read(s.hosts[2].join("clash.tar.gz")).unwrap(), b"host1's own copy");
-    assert_eq!(fs::read(s.hosts[0].join("clash.tar.gz")).unwrap(), b"host0's different copy");
+    assert!(s.daemon.wait_log(
+        "conflict: host1/clash.tar.gz is another file than host0/clash.tar.gz; left alone"
+    ));
+    assert!(s.daemon.wait_log(
+        "conflict: host2/clash.tar.gz is another file than host0/clash.tar.gz; left alone"
+    ));
+    assert_eq!(
+        fs::read(s.hosts[1].join("clash.tar.gz")).unwrap(),
+        b"host1's own copy"
+    );
+    assert_eq!(
+        fs::read(s.hosts[2].join("clash.tar.gz")).unwrap(),
+        b"host1's own copy"
+    );
+    assert_eq!(
+        fs::read(s.hosts[0].join("clash.tar.gz")).unwrap(),
+        b"host0's different copy"
+    );
 }
 
 #[test]
@@ -261,12 +374,19 @@ fn sixteen_hosts_each_downloading() {
     let rec = Recorder::new(&s.hosts);
     for (i, h) in s.hosts.iter().enumerate() {
         for j in 0..5 {
-            portage_download(h, format!("pkg-{i}-{j}.tar.xz"), format!("{i}/{j}").as_bytes());
+            portage_download(
+                h,
+                format!("pkg-{i}-{j}.tar.xz"),
+                format!("{i}/{j}").as_bytes(),
+            );
         }
     }
     for i in 0..16 {
         for j in 0..5 {
-            assert!(wait_linked(&s.hosts, i, format!("pkg-{i}-{j}.tar.xz")), "pkg-{i}-{j}");
+            assert!(
+                wait_linked(&s.hosts, i, format!("pkg-{i}-{j}.tar.xz")),
+                "pkg-{i}-{j}"
+            );
         }
     }
     for h in &s.hosts {
@@ -275,7 +395,11 @@ fn sixteen_hosts_each_downloading() {
     // Each host saw only its own temporaries.
     for (d, name, _) in rec.finish() {
         if name.ends_with(b".__download__") {
-            assert!(name.starts_with(format!("pkg-{d}-").as_bytes()), "{:?} in host{d}", String::from_utf8_lossy(&name));
+            assert!(
+                name.starts_with(format!("pkg-{d}-").as_bytes()),
+                "{:?} in host{d}",
+                String::from_utf8_lossy(&name)
+            );
         }
     }
     let status = s.daemon.stop();

@@ -47,7 +47,9 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -70,10 +72,14 @@ impl Scratch {
     /// An empty scratch directory (nothing mounted yet).
     pub fn new(test: &str) -> Scratch {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let root = std::env::temp_dir().join(format!("distlink-it-{}-{n}-{test}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("distlink-it-{}-{n}-{test}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
-        Scratch { root, mounts: Vec::new() }
+        Scratch {
+            root,
+            mounts: Vec::new(),
+        }
     }
 
     /// A scratch directory with a fresh tmpfs at `fs/`.
@@ -88,11 +94,17 @@ impl Scratch {
     pub fn ext4(test: &str, megabytes: u64) -> Scratch {
         let mut s = Scratch::new(test);
         let img = s.root.join("ext4.img");
-        fs::File::create(&img).unwrap().set_len(megabytes << 20).unwrap();
+        fs::File::create(&img)
+            .unwrap()
+            .set_len(megabytes << 20)
+            .unwrap();
         run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
         let mnt = s.root.join("fs");
         fs::create_dir_all(&mnt).unwrap();
-        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
         s.mounts.push(mnt);
         s
     }
@@ -101,7 +113,9 @@ impl Scratch {
     pub fn mount_tmpfs(&mut self, rel: &str) -> PathBuf {
         let mnt = self.root.join(rel);
         fs::create_dir_all(&mnt).unwrap();
-        run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m", "distlink-it"]).arg(&mnt));
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512m", "distlink-it"])
+            .arg(&mnt));
         self.mounts.push(mnt.clone());
         mnt
     }
@@ -152,7 +166,10 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         for m in self.mounts.iter().rev() {
-            let ok = Command::new("umount").arg(m).status().is_ok_and(|s| s.success());
+            let ok = Command::new("umount")
+                .arg(m)
+                .status()
+                .is_ok_and(|s| s.success());
             if !ok {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
             }
@@ -171,7 +188,9 @@ pub fn tree(dir: &Path) -> String {
         let mut entries: Vec<_> = rd.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             out.push_str(&format!(
                 "  {:>8} {:o} nlink={} size={} {}\n",
                 m.ino(),
@@ -207,7 +226,8 @@ impl Daemon {
         let sock_path = scratch.root.join(format!("notify-{n}.sock"));
         let log = scratch.root.join(format!("daemon-{n}.log"));
         let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["--log-level", "debug", "run", "--config"])
             .arg(config)
@@ -219,19 +239,27 @@ impl Daemon {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn distlink");
-        let mut d = Daemon { child: Some(child), log, dump: vec![scratch.fs()] };
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+            dump: vec![scratch.fs()],
+        };
         let end = Instant::now() + DEADLINE;
         let mut buf = [0u8; 4096];
         loop {
-            if let Ok(len) = sock.recv(&mut buf) {
-                if buf[..len].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
-                    break;
-                }
+            if let Ok(len) = sock.recv(&mut buf)
+                && buf[..len].split(|&b| b == b'\n').any(|l| l == b"READY=1")
+            {
+                break;
             }
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("distlink exited before READY=1 ({status}):\n{}", d.log());
             }
-            assert!(Instant::now() < end, "no READY=1 within {DEADLINE:?}:\n{}", d.log());
+            assert!(
+                Instant::now() < end,
+                "no READY=1 within {DEADLINE:?}:\n{}",
+                d.log()
+            );
         }
         let _ = fs::remove_file(&sock_path);
         d
@@ -265,7 +293,10 @@ impl Daemon {
             }
             if Instant::now() >= end {
                 let _ = child.kill();
-                panic!("distlink did not exit within {DEADLINE:?} of SIGTERM:\n{}", self.log());
+                panic!(
+                    "distlink did not exit within {DEADLINE:?} of SIGTERM:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -280,7 +311,12 @@ impl Drop for Daemon {
         }
         if std::thread::panicking() {
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "---- distlink log ({}) ----\n{}", self.log.display(), self.log());
+            let _ = writeln!(
+                err,
+                "---- distlink log ({}) ----\n{}",
+                self.log.display(),
+                self.log()
+            );
             for d in &self.dump {
                 let _ = writeln!(err, "---- tree ----\n{}", tree(d));
             }
@@ -290,7 +326,9 @@ impl Drop for Daemon {
 
 /// Whether `name` in every one of `dirs` is the same inode as `reference`.
 pub fn linked_everywhere(reference: &Path, dirs: &[PathBuf], name: &OsStr) -> bool {
-    let Ok(want) = reference.symlink_metadata() else { return false };
+    let Ok(want) = reference.symlink_metadata() else {
+        return false;
+    };
     dirs.iter().all(|d| {
         d.join(name)
             .symlink_metadata()
@@ -325,12 +363,15 @@ pub fn names(dir: &Path) -> Vec<Vec<u8>> {
     v
 }
 
+/// One name appearing: (directory index, name, when).
+pub type Seen = (usize, Vec<u8>, Instant);
+
 /// Every name that appears (created or moved in) in the watched directories, with when,
 /// recorded with inotify from a thread, so a test can assert that something never
 /// appeared, not just that it is absent at the end.
 pub struct Recorder {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(usize, Vec<u8>, Instant)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -340,7 +381,10 @@ impl Recorder {
         let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
         let mut wds = Vec::new();
         for d in dirs {
-            wds.push(ino.add_watch(d, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO).unwrap());
+            wds.push(
+                ino.add_watch(d, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                    .unwrap(),
+            );
         }
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -353,7 +397,9 @@ impl Recorder {
                     let now = Instant::now();
                     let mut seen = seen2.lock().unwrap();
                     for ev in events {
-                        if let (Some(i), Some(name)) = (wds.iter().position(|w| *w == ev.wd), ev.name) {
+                        if let (Some(i), Some(name)) =
+                            (wds.iter().position(|w| *w == ev.wd), ev.name)
+                        {
                             seen.push((i, name.as_bytes().to_vec(), now));
                         }
                     }
@@ -361,25 +407,35 @@ impl Recorder {
                 if done {
                     return;
                 }
-                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let mut fds = [nix::poll::PollFd::new(
+                    ino.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8));
             }
         });
-        Recorder { stop, seen, thread: Some(thread) }
+        Recorder {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
     }
 
     /// Everything seen so far: (directory index, name, when).
-    pub fn seen(&self) -> Vec<(usize, Vec<u8>, Instant)> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
     /// When `name` first appeared in directory `dir`.
     pub fn first(&self, dir: usize, name: &[u8]) -> Option<Instant> {
-        self.seen().into_iter().find(|(d, n, _)| *d == dir && n == name).map(|(_, _, t)| t)
+        self.seen()
+            .into_iter()
+            .find(|(d, n, _)| *d == dir && n == name)
+            .map(|(_, _, t)| t)
     }
 
     /// Stops recording and returns everything seen.
-    pub fn finish(mut self) -> Vec<(usize, Vec<u8>, Instant)> {
+    pub fn finish(mut self) -> Vec<Seen> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
@@ -399,7 +455,15 @@ impl Drop for Recorder {
 
 /// Runs `distlink check --config CONFIG`; returns (exit code, stdout + stderr).
 pub fn check(config: &Path) -> (i32, String) {
-    let out = Command::new(BIN).args(["check", "--config"]).arg(config).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }

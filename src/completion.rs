@@ -9,9 +9,9 @@
 //! See the README's "How completion is detected" for the event sequences behind this.
 
 use crate::glob::Glob;
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
-use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 /// Why a name is never linked.
@@ -56,7 +56,11 @@ impl NameRules {
 
     /// `None` if `name` may be linked once complete, else why not.
     pub fn skip(&self, name: &[u8]) -> Option<Skip> {
-        if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&b| b == b'/' || b == 0) {
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name.iter().any(|&b| b == b'/' || b == 0)
+        {
             return Some(Skip::Invalid);
         }
         if name[0] == b'.' {
@@ -116,7 +120,11 @@ impl<K: std::fmt::Debug> std::fmt::Debug for Settle<K> {
 
 impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
     pub fn new(settle: Duration) -> Settle<K> {
-        Settle { settle, pending: HashMap::new(), queue: BinaryHeap::new() }
+        Settle {
+            settle,
+            pending: HashMap::new(),
+            queue: BinaryHeap::new(),
+        }
     }
 
     /// Something happened to `key` at `now`; `state` is what the file looks like now
@@ -133,7 +141,10 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
                 p.deadline = deadline;
             }
             Entry::Vacant(e) => {
-                e.insert(Pending { deadline, seen: state });
+                e.insert(Pending {
+                    deadline,
+                    seen: state,
+                });
             }
         }
         self.queue.push(Reverse((deadline, key)));
@@ -186,8 +197,12 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
             if *deadline > now {
                 break;
             }
-            let Some(Reverse((deadline, key))) = self.queue.pop() else { break };
-            let Some(p) = self.pending.get_mut(&key) else { continue };
+            let Some(Reverse((deadline, key))) = self.queue.pop() else {
+                break;
+            };
+            let Some(p) = self.pending.get_mut(&key) else {
+                continue;
+            };
             if p.deadline != deadline {
                 continue;
             }
@@ -219,11 +234,17 @@ mod tests {
         let r = NameRules::default();
         assert_eq!(r.skip(b"foo-1.0.tar.gz"), None);
         assert_eq!(r.skip(b"foo-1.0.tar.gz.__download__"), Some(Skip::Download));
-        assert_eq!(r.skip(b"foo-1.0.tar.gz._checksum_failure_.ab12cd34"), Some(Skip::ChecksumFailure));
+        assert_eq!(
+            r.skip(b"foo-1.0.tar.gz._checksum_failure_.ab12cd34"),
+            Some(Skip::ChecksumFailure)
+        );
         assert_eq!(r.skip(b".__portage_test_write__"), Some(Skip::Hidden));
         assert_eq!(r.skip(b".foo.tar.gz.Xy12Ab"), Some(Skip::Hidden));
         assert_eq!(r.skip(b".nfs000000000123"), Some(Skip::Hidden));
-        assert_eq!(r.skip(b"..foo.portage_lockfile.hardlock-host-123"), Some(Skip::Hidden));
+        assert_eq!(
+            r.skip(b"..foo.portage_lockfile.hardlock-host-123"),
+            Some(Skip::Hidden)
+        );
         assert_eq!(r.skip(b""), Some(Skip::Invalid));
         assert_eq!(r.skip(b"."), Some(Skip::Invalid));
         assert_eq!(r.skip(b".."), Some(Skip::Invalid));
@@ -238,14 +259,22 @@ mod tests {
 
     #[test]
     fn configured_patterns() {
-        let r = NameRules::new(vec![Glob::new("*.part").unwrap(), Glob::new("tmp-*").unwrap()]);
+        let r = NameRules::new(vec![
+            Glob::new("*.part").unwrap(),
+            Glob::new("tmp-*").unwrap(),
+        ]);
         assert_eq!(r.skip(b"x.part"), Some(Skip::Ignored));
         assert_eq!(r.skip(b"tmp-1"), Some(Skip::Ignored));
         assert_eq!(r.skip(b"x.tar"), None);
     }
 
     fn st(size: u64, mtime: i64) -> FileState {
-        FileState { ino: 1, size, mtime_sec: mtime, mtime_nsec: 0 }
+        FileState {
+            ino: 1,
+            size,
+            mtime_sec: mtime,
+            mtime_nsec: 0,
+        }
     }
 
     #[test]
@@ -255,7 +284,10 @@ mod tests {
         let mut s = Settle::new(s10);
         s.touch("a", t0, Some(st(5, 1)));
         assert_eq!(s.next_deadline(), Some(t0 + s10));
-        assert!(s.due(t0 + Duration::from_secs(9), |_| Some(st(5, 1))).is_empty());
+        assert!(
+            s.due(t0 + Duration::from_secs(9), |_| Some(st(5, 1)))
+                .is_empty()
+        );
         assert_eq!(s.due(t0 + s10, |_| Some(st(5, 1))), vec!["a"]);
         assert!(s.is_empty());
         assert_eq!(s.next_deadline(), None);
@@ -282,7 +314,10 @@ mod tests {
         s.touch("a", t0 + Duration::from_secs(8), Some(st(2, 1)));
         assert!(s.due(t0 + s10, |_| Some(st(2, 1))).is_empty());
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(18)));
-        assert_eq!(s.due(t0 + Duration::from_secs(18), |_| Some(st(2, 1))), vec!["a"]);
+        assert_eq!(
+            s.due(t0 + Duration::from_secs(18), |_| Some(st(2, 1))),
+            vec!["a"]
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! column of the offending entry, all of them at once.
 
 use crate::glob::Glob;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -60,7 +60,10 @@ pub struct Location {
 
 impl Location {
     fn of<T>(s: &Spanned<T>) -> Location {
-        Location { line: s.referenced.line(), column: s.referenced.column() }
+        Location {
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+        }
     }
 }
 
@@ -73,7 +76,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(at: Option<Location>, message: impl Into<String>) -> Problem {
-        Problem { at, message: message.into() }
+        Problem {
+            at,
+            message: message.into(),
+        }
     }
 }
 
@@ -81,11 +87,21 @@ impl Problem {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file is not the YAML we expect (syntax, types, unknown or missing keys).
-    Yaml { path: PathBuf, at: Option<Location>, message: String },
+    Yaml {
+        path: PathBuf,
+        at: Option<Location>,
+        message: String,
+    },
     /// The file parsed but says something impossible; every problem found is listed.
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -103,7 +119,13 @@ impl fmt::Display for ConfigError {
                 write!(f, ": {message}")
             }
             ConfigError::Invalid { path, problems } => {
-                write!(f, "invalid configuration {} ({} problem{})", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })?;
+                write!(
+                    f,
+                    "invalid configuration {} ({} problem{})",
+                    path.display(),
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                )?;
                 for p in problems {
                     f.write_str("\n  ")?;
                     place(f, path, &p.at)?;
@@ -188,16 +210,24 @@ impl<'de> Deserialize<'de> for RawDuration {
 /// none), e.g. `10s`, `1.5s`, `250ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let scale = match unit.trim() {
         "" | "s" => 1.0,
         "ms" => 0.001,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
     };
-    let value: f64 = num.parse().map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
     let secs = value * scale;
     if !secs.is_finite() || secs < 0.0 || secs > MAX_SETTLE.as_secs_f64() {
         return Err(format!("{text:?} is out of range"));
@@ -208,11 +238,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl Config {
     /// Reads and validates (without touching the host directories) the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let text = String::from_utf8(text).map_err(|e| ConfigError::Yaml {
             path: path.to_owned(),
             at: None,
-            message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            message: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         })?;
         Config::parse(path, &text)
     }
@@ -220,7 +256,11 @@ impl Config {
     /// Validates `text` as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         if text.trim().is_empty() {
-            return Err(ConfigError::Yaml { path: path.to_owned(), at: None, message: "the file is empty; it needs at least a `hosts:` mapping".into() });
+            return Err(ConfigError::Yaml {
+                path: path.to_owned(),
+                at: None,
+                message: "the file is empty; it needs at least a `hosts:` mapping".into(),
+            });
         }
         let raw: Raw = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
         let mut problems = Vec::new();
@@ -231,24 +271,60 @@ impl Config {
             let at = Location::of(&name);
             let name = name.value;
             if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
-                problems.push(Problem::new(Some(at), format!("host name {name:?} must be non-empty, without '/' or control characters")));
+                problems.push(Problem::new(
+                    Some(at),
+                    format!(
+                        "host name {name:?} must be non-empty, without '/' or control characters"
+                    ),
+                ));
                 continue;
             }
             match check_path(&dir.value) {
-                Ok(path) => hosts.push(HostConfig { name, path, at: Location::of(&dir) }),
-                Err(why) => problems.push(Problem::new(Some(Location::of(&dir)), format!("host {name}: {why}"))),
+                Ok(path) => hosts.push(HostConfig {
+                    name,
+                    path,
+                    at: Location::of(&dir),
+                }),
+                Err(why) => problems.push(Problem::new(
+                    Some(Location::of(&dir)),
+                    format!("host {name}: {why}"),
+                )),
             }
         }
         if hosts.len() + problems.len() < 2 {
-            problems.push(Problem::new(Some(hosts_at), format!("at least two hosts are needed, found {}", hosts.len())));
+            problems.push(Problem::new(
+                Some(hosts_at),
+                format!("at least two hosts are needed, found {}", hosts.len()),
+            ));
         }
         for (i, a) in hosts.iter().enumerate() {
             for b in &hosts[..i] {
                 if a.path == b.path {
-                    problems.push(Problem::new(Some(a.at), format!("host {}: directory {} is already used by host {}", a.name, a.path.display(), b.name)));
+                    problems.push(Problem::new(
+                        Some(a.at),
+                        format!(
+                            "host {}: directory {} is already used by host {}",
+                            a.name,
+                            a.path.display(),
+                            b.name
+                        ),
+                    ));
                 } else if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
-                    let (outer, inner) = if a.path.starts_with(&b.path) { (b, a) } else { (a, b) };
-                    problems.push(Problem::new(Some(a.at), format!("host directories are nested: {} ({}) is inside {} ({})", inner.path.display(), inner.name, outer.path.display(), outer.name)));
+                    let (outer, inner) = if a.path.starts_with(&b.path) {
+                        (b, a)
+                    } else {
+                        (a, b)
+                    };
+                    problems.push(Problem::new(
+                        Some(a.at),
+                        format!(
+                            "host directories are nested: {} ({}) is inside {} ({})",
+                            inner.path.display(),
+                            inner.name,
+                            outer.path.display(),
+                            outer.name
+                        ),
+                    ));
                 }
             }
         }
@@ -257,7 +333,13 @@ impl Config {
             None => DEFAULT_WORKERS,
             Some(w) if (1..=MAX_WORKERS as u64).contains(&w.value) => w.value as usize,
             Some(w) => {
-                problems.push(Problem::new(Some(Location::of(&w)), format!("workers must be between 1 and {MAX_WORKERS}, not {}", w.value)));
+                problems.push(Problem::new(
+                    Some(Location::of(&w)),
+                    format!(
+                        "workers must be between 1 and {MAX_WORKERS}, not {}",
+                        w.value
+                    ),
+                ));
                 DEFAULT_WORKERS
             }
         };
@@ -266,11 +348,17 @@ impl Config {
             Some(s) => match parse_duration(&s.value.0) {
                 Ok(d) if d >= Duration::from_millis(10) => d,
                 Ok(_) => {
-                    problems.push(Problem::new(Some(Location::of(&s)), "settle must be at least 10ms"));
+                    problems.push(Problem::new(
+                        Some(Location::of(&s)),
+                        "settle must be at least 10ms",
+                    ));
                     DEFAULT_SETTLE
                 }
                 Err(why) => {
-                    problems.push(Problem::new(Some(Location::of(&s)), format!("settle: {why}")));
+                    problems.push(Problem::new(
+                        Some(Location::of(&s)),
+                        format!("settle: {why}"),
+                    ));
                     DEFAULT_SETTLE
                 }
             },
@@ -284,9 +372,18 @@ impl Config {
         }
 
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
         }
-        Ok(Config { source: path.to_owned(), hosts, workers, settle, ignore })
+        Ok(Config {
+            source: path.to_owned(),
+            hosts,
+            workers,
+            settle,
+            ignore,
+        })
     }
 }
 
@@ -305,7 +402,9 @@ fn check_path(text: &str) -> Result<PathBuf, String> {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(part) => clean.push(part),
-            Component::ParentDir => return Err(format!("directory {text:?} must not contain '..'")),
+            Component::ParentDir => {
+                return Err(format!("directory {text:?} must not contain '..'"));
+            }
             Component::Prefix(_) => return Err(format!("directory {text:?} is not a Unix path")),
         }
     }
@@ -316,11 +415,17 @@ fn check_path(text: &str) -> Result<PathBuf, String> {
 }
 
 fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> ConfigError {
-    let at = e.location().map(|l| Location { line: l.line(), column: l.column() });
+    let at = e.location().map(|l| Location {
+        line: l.line(),
+        column: l.column(),
+    });
     let mut message = e.without_snippet().to_string();
     // The library puts its own "line N column M:" in front; ours is in `at`.
     if let Some(at) = at {
-        for prefix in [format!("error: line {} column {}: ", at.line, at.column), format!("line {} column {}: ", at.line, at.column)] {
+        for prefix in [
+            format!("error: line {} column {}: ", at.line, at.column),
+            format!("line {} column {}: ", at.line, at.column),
+        ] {
             if let Some(rest) = message.strip_prefix(&prefix) {
                 message = rest.to_owned();
                 break;
@@ -334,7 +439,11 @@ fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> ConfigError {
             message = rest.to_owned();
         }
     }
-    ConfigError::Yaml { path: path.to_owned(), at, message }
+    ConfigError::Yaml {
+        path: path.to_owned(),
+        at,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -347,10 +456,15 @@ mod tests {
 
     fn problems(text: &str) -> Vec<String> {
         match parse(text) {
-            Err(ConfigError::Invalid { problems, .. }) => problems.into_iter().map(|p| {
-                let at = p.at.map(|a| format!("{}:{}: ", a.line, a.column)).unwrap_or_default();
-                format!("{at}{}", p.message)
-            }).collect(),
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| {
+                    let at =
+                        p.at.map(|a| format!("{}:{}: ", a.line, a.column))
+                            .unwrap_or_default();
+                    format!("{at}{}", p.message)
+                })
+                .collect(),
             other => panic!("expected Invalid, got {other:?}"),
         }
     }
@@ -368,7 +482,13 @@ mod tests {
         assert_eq!(c.hosts.len(), 2);
         assert_eq!(c.hosts[0].name, "server");
         assert_eq!(c.hosts[1].path, PathBuf::from("/d/host1"));
-        assert_eq!(c.hosts[1].at, Location { line: 3, column: 10 });
+        assert_eq!(
+            c.hosts[1].at,
+            Location {
+                line: 3,
+                column: 10
+            }
+        );
         assert_eq!(c.workers, DEFAULT_WORKERS);
         assert_eq!(c.settle, DEFAULT_SETTLE);
         assert!(c.ignore.is_empty());
@@ -387,32 +507,63 @@ mod tests {
 
     #[test]
     fn yaml_errors_carry_line_and_column() {
-        assert_eq!(yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"), "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore");
-        assert!(yaml("hosts:\n  a: /a\n  a: /b\n").starts_with("/etc/distlink.yaml:3:3: duplicate mapping key: a"));
+        assert_eq!(
+            yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore"
+        );
+        assert!(
+            yaml("hosts:\n  a: /a\n  a: /b\n")
+                .starts_with("/etc/distlink.yaml:3:3: duplicate mapping key: a")
+        );
         assert!(yaml("hosts: [\n").starts_with("/etc/distlink.yaml:1:"));
         assert!(yaml("workers: 3\n").contains("missing field `hosts`"));
-        assert!(yaml("hosts:\n  a: /a\n  b: /b\nworkers: -1\n").starts_with("/etc/distlink.yaml:4:10:"));
+        assert!(
+            yaml("hosts:\n  a: /a\n  b: /b\nworkers: -1\n").starts_with("/etc/distlink.yaml:4:10:")
+        );
         assert!(yaml("").contains("empty"));
         assert!(yaml("hosts:\n  a: [1]\n").starts_with("/etc/distlink.yaml:2:6:"));
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let p = problems("hosts:\n  a: relative/dir\n  b: /d/b\n  c: /d/b\n  d: /d/b/sub\n  e: /x/../y\nworkers: 0\nsettle: 10 parsecs\nignore: ['a/b']\n");
+        let p = problems(
+            "hosts:\n  a: relative/dir\n  b: /d/b\n  c: /d/b\n  d: /d/b/sub\n  e: /x/../y\nworkers: 0\nsettle: 10 parsecs\nignore: ['a/b']\n",
+        );
         let joined = p.join("\n");
-        assert!(joined.contains("2:6: host a: directory \"relative/dir\" must be an absolute path"), "{joined}");
-        assert!(joined.contains("4:6: host c: directory /d/b is already used by host b"), "{joined}");
-        assert!(joined.contains("host directories are nested: /d/b/sub (d) is inside /d/b (b)"), "{joined}");
-        assert!(joined.contains("host e: directory \"/x/../y\" must not contain '..'"), "{joined}");
-        assert!(joined.contains("7:10: workers must be between 1 and 256, not 0"), "{joined}");
+        assert!(
+            joined.contains("2:6: host a: directory \"relative/dir\" must be an absolute path"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("4:6: host c: directory /d/b is already used by host b"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("host directories are nested: /d/b/sub (d) is inside /d/b (b)"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("host e: directory \"/x/../y\" must not contain '..'"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("7:10: workers must be between 1 and 256, not 0"),
+            "{joined}"
+        );
         assert!(joined.contains("8:9: settle: unknown unit"), "{joined}");
-        assert!(joined.contains("9:10: bad ignore pattern \"a/b\""), "{joined}");
+        assert!(
+            joined.contains("9:10: bad ignore pattern \"a/b\""),
+            "{joined}"
+        );
     }
 
     #[test]
     fn fewer_than_two_hosts() {
         let p = problems("hosts:\n  only: /d/only\n");
-        assert_eq!(p, vec!["2:3: at least two hosts are needed, found 1".to_string()]);
+        assert_eq!(
+            p,
+            vec!["2:3: at least two hosts are needed, found 1".to_string()]
+        );
         let p = problems("hosts: {}\n");
         assert_eq!(p.len(), 1);
     }

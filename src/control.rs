@@ -31,7 +31,8 @@ impl Signals {
         for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
             set.add(s);
         }
-        set.thread_block().map_err(|e| Error::setup("blocking signals", e))?;
+        set.thread_block()
+            .map_err(|e| Error::setup("blocking signals", e))?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::setup("signalfd", e))?;
         Ok(Signals { fd })

@@ -16,12 +16,12 @@ use crate::notify::notify;
 use crate::watch::Watch;
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::stat::{fstatat, SFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::{SFlag, fstatat};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Size of the buffer fanotify events are read into (many events per `read`).
@@ -82,13 +82,18 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     daemon.log_start();
 
     // 5. Tell the service manager: the mark is in place.
-    let status = format!("READY=1\nSTATUS=watching {} host directories", daemon.hosts.len());
+    let status = format!(
+        "READY=1\nSTATUS=watching {} host directories",
+        daemon.hosts.len()
+    );
     if let Err(e) = notify(&status) {
         log::warn!("cannot notify the service manager ($NOTIFY_SOCKET): {e}");
     }
 
     let result = daemon.event_loop();
-    let Daemon { linker, counters, .. } = daemon;
+    let Daemon {
+        linker, counters, ..
+    } = daemon;
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit.
     linker.shutdown();
     log::info!(
@@ -115,7 +120,12 @@ fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
 
 /// The settle rule's view of a name: `Some` only for a regular file.
 fn file_state(hosts: &HostSet, host: usize, name: &[u8]) -> Option<FileState> {
-    let st = fstatat(hosts.get(host).dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    let st = fstatat(
+        hosts.get(host).dir.as_fd(),
+        name,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ok()?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return None;
     }
@@ -129,8 +139,11 @@ fn file_state(hosts: &HostSet, host: usize, name: &[u8]) -> Option<FileState> {
 
 impl Daemon {
     fn log_start(&self) {
-        let names: Vec<String> =
-            self.hosts.iter().map(|h| format!("{}={}", h.name, h.path.display())).collect();
+        let names: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| format!("{}={}", h.name, h.path.display()))
+            .collect();
         log::info!(
             "watching {} hosts ({}); {} workers, settle {:?}",
             self.hosts.len(),
@@ -156,7 +169,10 @@ impl Daemon {
             for control in self.signals.drain() {
                 match control {
                     Control::Shutdown(sig) => {
-                        log::info!("{sig}: finishing {} queued links, then exiting", self.linker.backlog());
+                        log::info!(
+                            "{sig}: finishing {} queued links, then exiting",
+                            self.linker.backlog()
+                        );
                         return Ok(());
                     }
                     Control::Reload => self.reload(),
@@ -203,7 +219,9 @@ impl Daemon {
             return;
         }
         let Some(rec) = ev.dir_entry() else { return };
-        let Some(host) = self.hosts.lookup(rec.key) else { return };
+        let Some(host) = self.hosts.lookup(rec.key) else {
+            return;
+        };
         let Some(name) = rec.name else { return };
         if self.rules.skip(name).is_some() {
             return;
@@ -221,8 +239,17 @@ impl Daemon {
     }
 
     fn submit(&self, src: usize, name: Box<[u8]>, trigger: Trigger) {
-        log::debug!("{}/{}: complete ({trigger:?})", self.hosts.get(src).name, Name(&name));
-        self.linker.submit(Job { hosts: Arc::clone(&self.hosts), src, name, trigger });
+        log::debug!(
+            "{}/{}: complete ({trigger:?})",
+            self.hosts.get(src).name,
+            Name(&name)
+        );
+        self.linker.submit(Job {
+            hosts: Arc::clone(&self.hosts),
+            src,
+            name,
+            trigger,
+        });
     }
 
     fn host_index(&self, name: &str) -> Option<usize> {
@@ -246,12 +273,18 @@ impl Daemon {
     /// SIGHUP: re-read the configuration; keep the running one if the new one is bad.
     fn reload(&mut self) {
         log::info!("SIGHUP: re-reading {}", self.config.source.display());
-        let loaded = Config::load(&self.config.source).map_err(Error::from).and_then(|config| {
-            let hosts = HostSet::open(&config)?;
-            // A new filesystem needs a new mark; the old group goes when the new one is in.
-            let watch = if hosts.dev != self.hosts.dev { Some(Watch::open(&hosts)?) } else { None };
-            Ok((config, hosts, watch))
-        });
+        let loaded = Config::load(&self.config.source)
+            .map_err(Error::from)
+            .and_then(|config| {
+                let hosts = HostSet::open(&config)?;
+                // A new filesystem needs a new mark; the old group goes when the new one is in.
+                let watch = if hosts.dev != self.hosts.dev {
+                    Some(Watch::open(&hosts)?)
+                } else {
+                    None
+                };
+                Ok((config, hosts, watch))
+            });
         match loaded {
             Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
             Ok((config, hosts, watch)) => {
@@ -263,7 +296,10 @@ impl Daemon {
                 self.rules = NameRules::new(config.ignore.clone());
                 self.hosts = Arc::new(hosts);
                 if config.workers != self.config.workers {
-                    log::warn!("workers: the new count ({}) applies after a restart", config.workers);
+                    log::warn!(
+                        "workers: the new count ({}) applies after a restart",
+                        config.workers
+                    );
                 }
                 self.config = config;
                 self.log_start();

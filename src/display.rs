@@ -41,7 +41,10 @@ mod tests {
         assert_eq!(Name(b"a\nb").to_string(), "a\\nb");
         assert_eq!(Name(b"\xff\xfeok").to_string(), "\\xff\\xfeok");
         assert_eq!(Name(b"back\\slash").to_string(), "back\\\\slash");
-        assert_eq!(Name("caf\u{e9} 'q' \"d\"".as_bytes()).to_string(), "caf\u{e9} 'q' \"d\"");
+        assert_eq!(
+            Name("caf\u{e9} 'q' \"d\"".as_bytes()).to_string(),
+            "caf\u{e9} 'q' \"d\""
+        );
         assert_eq!(Name(b"\x1b[31m").to_string(), "\\u{1b}[31m");
     }
 }

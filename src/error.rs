@@ -11,7 +11,11 @@ pub enum Error {
     /// The configuration or the host directories are wrong.
     Config(ConfigError),
     /// The kernel refused a fanotify call.
-    Fanotify { op: &'static str, source: io::Error, hint: &'static str },
+    Fanotify {
+        op: &'static str,
+        source: io::Error,
+        hint: &'static str,
+    },
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
 }
@@ -26,7 +30,10 @@ impl Error {
     }
 
     pub fn setup(what: impl Into<String>, source: impl Into<io::Error>) -> Error {
-        Error::Setup { what: what.into(), source: source.into() }
+        Error::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
     }
 }
 

@@ -15,7 +15,10 @@ enum Token {
     Byte(u8),
     Any,
     Star,
-    Class { negated: bool, ranges: Vec<(u8, u8)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(u8, u8)>,
+    },
 }
 
 /// Why a pattern was refused.
@@ -48,7 +51,10 @@ impl fmt::Display for Glob {
 impl Glob {
     /// Compiles `pattern`. Patterns apply to one name, so `/` is refused.
     pub fn new(pattern: &str) -> Result<Glob, GlobError> {
-        let err = |reason| GlobError { pattern: pattern.to_owned(), reason };
+        let err = |reason| GlobError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
         if pattern.is_empty() {
             return Err(err("empty pattern"));
         }
@@ -72,7 +78,8 @@ impl Glob {
                     tokens.push(Token::Byte(b));
                 }
                 b'[' => {
-                    let (token, next) = parse_class(bytes, i + 1).ok_or_else(|| err("unclosed '['"))?;
+                    let (token, next) =
+                        parse_class(bytes, i + 1).ok_or_else(|| err("unclosed '['"))?;
                     tokens.push(token);
                     i = next;
                     continue;
@@ -81,7 +88,10 @@ impl Glob {
             }
             i += 1;
         }
-        Ok(Glob { source: pattern.to_owned(), tokens })
+        Ok(Glob {
+            source: pattern.to_owned(),
+            tokens,
+        })
     }
 
     /// Whether `name` matches the whole pattern.

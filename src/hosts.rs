@@ -8,7 +8,7 @@
 use crate::config::{Config, ConfigError, HostConfig, Problem};
 use crate::sys;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::fstat;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -78,18 +78,37 @@ fn open_host(h: &HostConfig) -> Result<Opened, String> {
         Errno::ENOENT => format!("host {}: directory {path} does not exist", h.name),
         Errno::ENOTDIR => format!("host {}: {path} is not a directory", h.name),
         Errno::ELOOP | Errno::EXDEV => match first_symlink(&h.path) {
-            Some(link) if link == h.path => format!("host {}: {path} is a symlink; give the real directory", h.name),
-            Some(link) => format!("host {}: {path} passes through the symlink {}; give the real path", h.name, link.display()),
-            None => format!("host {}: {path} cannot be opened without following symlinks ({e})", h.name),
+            Some(link) if link == h.path => format!(
+                "host {}: {path} is a symlink; give the real directory",
+                h.name
+            ),
+            Some(link) => format!(
+                "host {}: {path} passes through the symlink {}; give the real path",
+                h.name,
+                link.display()
+            ),
+            None => format!(
+                "host {}: {path} cannot be opened without following symlinks ({e})",
+                h.name
+            ),
         },
-        Errno::EACCES | Errno::EPERM => format!("host {}: {path}: permission denied (distlink runs as root)", h.name),
+        Errno::EACCES | Errno::EPERM => format!(
+            "host {}: {path}: permission denied (distlink runs as root)",
+            h.name
+        ),
         e => format!("host {}: cannot open {path}: {e}", h.name),
     })?;
     let st = fstat(&dir).map_err(|e| format!("host {}: cannot stat {path}: {e}", h.name))?;
     let handle = sys::name_to_handle_at(dir.as_fd(), c"")
         .map_err(|e| format!("host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)", h.name))?;
-    let fsid = sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
-    Ok(Opened { dir, dev: st.st_dev, mount_id: handle.mount_id, key: object_key(fsid, &handle) })
+    let fsid =
+        sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
+    Ok(Opened {
+        dir,
+        dev: st.st_dev,
+        mount_id: handle.mount_id,
+        key: object_key(fsid, &handle),
+    })
 }
 
 impl HostSet {
@@ -120,7 +139,10 @@ impl HostSet {
             }
         }
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid { path: config.source.clone(), problems });
+            return Err(ConfigError::Invalid {
+                path: config.source.clone(),
+                problems,
+            });
         }
         let dev = opened.first().map_or(0, |(_, o)| o.dev);
         let mut by_key = HashMap::new();
@@ -129,7 +151,12 @@ impl HostSet {
             .enumerate()
             .map(|(i, (h, o))| {
                 by_key.insert(o.key.clone(), i);
-                Host { name: h.name.clone(), path: h.path.clone(), dir: o.dir, key: o.key }
+                Host {
+                    name: h.name.clone(),
+                    path: h.path.clone(),
+                    dir: o.dir,
+                    key: o.key,
+                }
             })
             .collect();
         Ok(HostSet { hosts, by_key, dev })

@@ -31,8 +31,6 @@
 //!   changed in place, and sharing inodes between hosts' checkouts would let one host's
 //!   `git gc` rewrite another's.
 
-#![forbid(clippy::undocumented_unsafe_blocks)]
-
 pub mod check;
 pub mod cli;
 pub mod completion;

@@ -15,10 +15,10 @@ use crate::hosts::HostSet;
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 /// What made a file a candidate.
@@ -94,10 +94,19 @@ fn kind(st: &FileStat) -> &'static str {
 }
 
 /// Opens `name` in host `src` without following anything and checks it may be linked.
-pub fn open_candidate(hosts: &HostSet, src: usize, name: &[u8]) -> Result<(OwnedFd, FileStat), NotLinked> {
+pub fn open_candidate(
+    hosts: &HostSet,
+    src: usize,
+    name: &[u8],
+) -> Result<(OwnedFd, FileStat), NotLinked> {
     let dir = hosts.get(src).dir.as_fd();
-    let fd = nix::fcntl::openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|_| NotLinked::Gone)?;
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| NotLinked::Gone)?;
     let st = fstat(&fd).map_err(|_| NotLinked::Gone)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(NotLinked::NotRegular(kind(&st)));
@@ -112,12 +121,20 @@ pub fn open_candidate(hosts: &HostSet, src: usize, name: &[u8]) -> Result<(Owned
 }
 
 /// Links the inode behind `file` as `name` into host `dst`.
-pub fn link_one(hosts: &HostSet, file: &OwnedFd, st: &FileStat, dst: usize, name: &[u8]) -> LinkResult {
+pub fn link_one(
+    hosts: &HostSet,
+    file: &OwnedFd,
+    st: &FileStat,
+    dst: usize,
+    name: &[u8],
+) -> LinkResult {
     let dir = hosts.get(dst).dir.as_fd();
     match nix::unistd::linkat(file.as_fd(), c"", dir, name, AtFlags::AT_EMPTY_PATH) {
         Ok(()) => LinkResult::Linked,
         Err(Errno::EEXIST) => match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(there) if there.st_dev == st.st_dev && there.st_ino == st.st_ino => LinkResult::AlreadyThere,
+            Ok(there) if there.st_dev == st.st_dev && there.st_ino == st.st_ino => {
+                LinkResult::AlreadyThere
+            }
             Ok(_) => LinkResult::Conflict,
             // Removed between linkat and fstatat: someone is busy with that name; leave it.
             Err(_) => LinkResult::Conflict,
@@ -130,7 +147,9 @@ fn hint(e: Errno) -> &'static str {
     match e {
         Errno::EMLINK => " (the file has as many links as the filesystem allows)",
         Errno::ENOSPC | Errno::EDQUOT => " (no room for another directory entry)",
-        Errno::EPERM | Errno::EACCES => " (fs.protected_hardlinks needs CAP_FOWNER for files of other users)",
+        Errno::EPERM | Errno::EACCES => {
+            " (fs.protected_hardlinks needs CAP_FOWNER for files of other users)"
+        }
         Errno::EXDEV => " (host directories must be on one filesystem, reached through one mount)",
         Errno::ENOENT => " (the host directory is gone)",
         Errno::EROFS => " (the filesystem is read-only)",
@@ -151,7 +170,10 @@ pub fn fan_out(job: &Job, counters: &Counters) {
             return;
         }
         Err(NotLinked::NotRegular(what)) => {
-            log::info!("{}/{name}: not linked: {what}, only regular files are", src.name);
+            log::info!(
+                "{}/{name}: not linked: {what}, only regular files are",
+                src.name
+            );
             Counters::bump(&counters.skipped);
             return;
         }
@@ -176,7 +198,8 @@ pub fn fan_out(job: &Job, counters: &Counters) {
                 Counters::bump(&counters.conflicts);
                 log::warn!(
                     "conflict: {}/{name} is another file than {}/{name}; left alone",
-                    dst.name, src.name
+                    dst.name,
+                    src.name
                 );
             }
             LinkResult::Failed(Errno::ENOENT) if fstat(&file).is_ok_and(|s| s.st_nlink == 0) => {
@@ -187,7 +210,11 @@ pub fn fan_out(job: &Job, counters: &Counters) {
                 Counters::bump(&counters.errors);
                 log::error!(
                     "failed to link {}/{name} -> {}/{name}: {}: {}{}",
-                    src.name, dst.name, e, e.desc(), hint(e)
+                    src.name,
+                    dst.name,
+                    e,
+                    e.desc(),
+                    hint(e)
                 );
             }
         }
@@ -198,7 +225,11 @@ pub fn fan_out(job: &Job, counters: &Counters) {
             Trigger::Renamed => "renamed",
             Trigger::Settled => "settled",
         };
-        log::info!("{}/{name} ({why}): linked into {}", src.name, linked.join(", "));
+        log::info!(
+            "{}/{name} ({why}): linked into {}",
+            src.name,
+            linked.join(", ")
+        );
     }
 }
 
@@ -218,12 +249,16 @@ impl Linker {
         for i in 0..n {
             let rx = rx.clone();
             let counters = Arc::clone(&counters);
-            workers.push(std::thread::Builder::new().name(format!("link-{i}")).spawn(move || {
-                for job in rx {
-                    fan_out(&job, &counters);
-                    counters.jobs.fetch_add(1, Ordering::Release);
-                }
-            })?);
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("link-{i}"))
+                    .spawn(move || {
+                        for job in rx {
+                            fan_out(&job, &counters);
+                            counters.jobs.fetch_add(1, Ordering::Release);
+                        }
+                    })?,
+            );
         }
         Ok(Linker { tx, workers })
     }

@@ -16,15 +16,24 @@ struct Logger {
 
 /// Whether stderr is connected to the journal.
 fn stderr_is_journal() -> bool {
-    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else { return false };
-    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else { return false };
-    let Ok(st) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else { return false };
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else {
+        return false;
+    };
     dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
 }
 
 /// Installs the logger; call once, first thing.
 pub fn init(level: LevelFilter) {
-    let logger = Logger { journal: stderr_is_journal(), level };
+    let logger = Logger {
+        journal: stderr_is_journal(),
+        level,
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }
@@ -78,7 +87,11 @@ impl Log for Logger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            format!("{} {level}: {}\n", utc_timestamp(SystemTime::now()), record.args())
+            format!(
+                "{} {level}: {}\n",
+                utc_timestamp(SystemTime::now()),
+                record.args()
+            )
         };
         // One write per line, so lines from several threads never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());

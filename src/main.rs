@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     distlink::logging::init(cli.log_level.into());
     let result = match &cli.command {
         Command::Run { config } => distlink::daemon::run(config),
-        Command::Check { config } => distlink::check::check(config).map(|summary| println!("{summary}")),
+        Command::Check { config } => {
+            distlink::check::check(config).map(|summary| println!("{summary}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

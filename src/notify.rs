@@ -2,6 +2,7 @@
 //! `KEY=VALUE` lines to the socket named by `$NOTIFY_SOCKET`. With the variable unset
 //! (foreground, OpenRC without `notify=`), nothing is sent.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
@@ -10,37 +11,46 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 /// Sends `state` (e.g. `"READY=1\nSTATUS=watching 3 hosts"`). Returns whether a service
 /// manager was there to tell.
 pub fn notify(state: &str) -> io::Result<bool> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(false);
-    };
-    let bytes = path.as_bytes();
-    let addr = match bytes.strip_prefix(b"@") {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => notify_to(&socket, state).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// Sends `state` to the socket named `socket` (a path, or `@name` for an abstract one).
+pub fn notify_to(socket: &OsStr, state: &str) -> io::Result<()> {
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
-        None => SocketAddr::from_pathname(&path)?,
+        None => SocketAddr::from_pathname(socket)?,
     };
     let sock = UnixDatagram::unbound()?;
     sock.send_to_addr(state.as_bytes(), &addr)?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::net::UnixDatagram;
+
     #[test]
-    fn sends_to_a_path_socket() {
+    fn sends_to_path_and_abstract_sockets() {
         let dir = std::env::temp_dir().join(format!("distlink-notify-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sock");
         let _ = std::fs::remove_file(&path);
-        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        // SAFETY of the test: only this test reads or writes NOTIFY_SOCKET.
-        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
-        assert!(super::notify("READY=1").unwrap());
+        let rx = UnixDatagram::bind(&path).unwrap();
+        super::notify_to(path.as_os_str(), "READY=1").unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
-        // SAFETY of the test: as above.
-        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
-        assert!(!super::notify("READY=1").unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("distlink-notify-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let rx = UnixDatagram::bind_addr(&addr).unwrap();
+        super::notify_to(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
     }
 }

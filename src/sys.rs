@@ -35,7 +35,13 @@ pub fn fanotify_mark(
     // SAFETY: both descriptors are borrowed, so open for the whole call, and `path` is a
     // NUL-terminated string that outlives it; no other memory is passed.
     let rc = unsafe {
-        libc::fanotify_mark(group.as_raw_fd(), flags, mask, dir.as_raw_fd(), path.as_ptr())
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            flags,
+            mask,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -72,7 +78,11 @@ pub fn name_to_handle_at(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<Handle>
         f_handle: [0; MAX_HANDLE_SZ],
     };
     let mut mount_id: libc::c_int = 0;
-    let flags = if path.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    let flags = if path.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
     // SAFETY: `buf` is a `struct file_handle` whose `handle_bytes` tells the kernel the
     // room after the header (MAX_HANDLE_SZ bytes, which `f_handle` really has); `path` is
     // NUL-terminated and `mount_id` a valid out-pointer, all alive for the call.

@@ -23,7 +23,9 @@ pub struct Watch {
 
 fn init_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EINVAL) => "this kernel lacks FAN_REPORT_DFID_NAME; Linux 5.9 or newer is needed",
+        Some(libc::EINVAL) => {
+            "this kernel lacks FAN_REPORT_DFID_NAME; Linux 5.9 or newer is needed"
+        }
         Some(libc::EPERM) => "needs CAP_SYS_ADMIN: run distlink as root",
         Some(libc::ENOSYS) => "this kernel was built without fanotify (CONFIG_FANOTIFY)",
         Some(libc::EMFILE) => "too many fanotify groups (fs.fanotify.max_user_groups)",
@@ -34,10 +36,16 @@ fn init_hint(e: &io::Error) -> &'static str {
 fn mark_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EPERM) => "a filesystem mark needs CAP_SYS_ADMIN: run distlink as root",
-        Some(libc::EXDEV) => "the host directories are on a btrfs subvolume; fanotify cannot mark a subvolume's filesystem",
+        Some(libc::EXDEV) => {
+            "the host directories are on a btrfs subvolume; fanotify cannot mark a subvolume's filesystem"
+        }
         Some(libc::ENODEV) => "this filesystem has no usable fsid (FUSE?); fanotify cannot mark it",
-        Some(libc::EOPNOTSUPP) => "this filesystem does not support file handles, which FID mode needs",
-        Some(libc::EINVAL) => "this kernel lacks FAN_MARK_FILESYSTEM or one of the events; Linux 5.9 or newer is needed",
+        Some(libc::EOPNOTSUPP) => {
+            "this filesystem does not support file handles, which FID mode needs"
+        }
+        Some(libc::EINVAL) => {
+            "this kernel lacks FAN_MARK_FILESYSTEM or one of the events; Linux 5.9 or newer is needed"
+        }
         _ => "",
     }
 }
