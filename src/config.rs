@@ -582,3 +582,14 @@ mod tests {
         assert!(parse_duration("1e999").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../packaging/distlink.yaml");
+        let c = super::Config::parse(std::path::Path::new("packaging/distlink.yaml"), text).unwrap();
+        assert_eq!(c.hosts.len(), 3);
+        assert_eq!(c.ignore.len(), 1);
+    }
+}
