@@ -15,7 +15,7 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     let hosts = HostSet::open(&config)?;
     // Opening the group and marking proves kernel support and privileges; dropping it
     // removes the mark again.
-    drop(Watch::open(&hosts)?);
+    drop(Watch::open(&hosts, config.unlimited_queue)?);
     let fs_type = crate::sys::fs_type(hosts.any_dir())
         .map(|t| format!("{t:#x}"))
         .unwrap_or_else(|_| "unknown".into());

@@ -28,6 +28,8 @@ pub const DEFAULT_WORKERS: usize = 4;
 /// Default quiet time for files written under their final name.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 const MAX_WORKERS: usize = 256;
+/// Hosts per configuration (a reconcile keeps one bit per host and name).
+pub const MAX_HOSTS: usize = 64;
 const MAX_SETTLE: Duration = Duration::from_secs(24 * 3600);
 
 /// A validated configuration.
@@ -39,6 +41,8 @@ pub struct Config {
     pub workers: usize,
     pub settle: Duration,
     pub ignore: Vec<Glob>,
+    /// Ask for a fanotify queue without the kernel's `max_queued_events` limit.
+    pub unlimited_queue: bool,
 }
 
 /// One `hosts:` entry.
@@ -153,6 +157,7 @@ struct Raw {
     workers: Option<Spanned<u64>>,
     settle: Option<Spanned<RawDuration>>,
     ignore: Option<Vec<Spanned<String>>>,
+    unlimited_queue: Option<bool>,
 }
 
 /// `hosts:` in file order (a plain map would lose the order, which logs follow).
@@ -291,6 +296,9 @@ impl Config {
                 )),
             }
         }
+        if hosts.len() > MAX_HOSTS {
+            problems.push(Problem::new(Some(hosts_at), format!("at most {MAX_HOSTS} hosts are supported, found {}", hosts.len())));
+        }
         if hosts.len() + problems.len() < 2 {
             problems.push(Problem::new(
                 Some(hosts_at),
@@ -383,6 +391,7 @@ impl Config {
             workers,
             settle,
             ignore,
+            unlimited_queue: raw.unlimited_queue.unwrap_or(true),
         })
     }
 }
@@ -509,7 +518,7 @@ mod tests {
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
-            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore"
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue"
         );
         assert!(
             yaml("hosts:\n  a: /a\n  a: /b\n")

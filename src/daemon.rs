@@ -10,8 +10,13 @@ use crate::control::{Control, Signals};
 use crate::display::Name;
 use crate::error::Error;
 use crate::event;
-use crate::hosts::HostSet;
-use crate::linker::{Counters, Job, Linker, Trigger};
+use crate::hosts::{object_key, open_dir, open_host, HostSet};
+use crate::linker::{Counters, Job, Linker, Report, ScanTally, Trigger};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 use crate::notify::notify;
 use crate::watch::Watch;
 use nix::errno::Errno;
@@ -33,6 +38,9 @@ type PendingKey = (Arc<str>, Box<[u8]>);
 struct Daemon {
     config: Config,
     hosts: Arc<HostSet>,
+    /// Parent directories of the host directories (by event key), to see a host
+    /// directory vanish and come back: configuration indexes of the hosts below each.
+    parents: HashMap<Box<[u8]>, Vec<usize>>,
     rules: NameRules,
     settle: Settle<PendingKey>,
     watch: Watch,
@@ -42,7 +50,23 @@ struct Daemon {
     pid: i32,
     overflows: u64,
     bad_events: u64,
+    /// The reconcile running in its own thread, if any.
+    reconcile: Option<Reconcile>,
+    /// Why another reconcile is needed once the running one ends.
+    rescan: Option<String>,
+    /// Files a reconcile found changed within the settle time, for the settle tracker.
+    defer_tx: Sender<PendingKey>,
+    defer_rx: Receiver<PendingKey>,
 }
+
+/// A reconcile in progress.
+struct Reconcile {
+    cancel: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How often the event loop looks at a running reconcile's deferred files.
+const RECONCILE_TICK: Duration = Duration::from_millis(100);
 
 /// Runs the daemon until SIGTERM or SIGINT. Only set-up errors are returned.
 pub fn run(config_path: &Path) -> Result<(), Error> {
@@ -58,7 +82,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     // 3. The fanotify group and its filesystem mark. This is the step that needs
     //    CAP_SYS_ADMIN; from the moment it succeeds, every change on the filesystem is
     //    queued for us, so anything written after READY=1 below cannot be missed.
-    let watch = Watch::open(&hosts)?;
+    let watch = Watch::open(&hosts, config.unlimited_queue)?;
 
     // 4. Only now the linker threads: they need no privilege beyond linking, and they
     //    start with the signal mask from step 2.
@@ -66,7 +90,13 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     let linker = Linker::start(config.workers, Arc::clone(&counters))
         .map_err(|e| Error::setup("starting linker threads", e))?;
 
+    let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
     let mut daemon = Daemon {
+        parents: parent_keys(&config),
+        reconcile: None,
+        rescan: None,
+        defer_tx,
+        defer_rx,
         rules: NameRules::new(config.ignore.clone()),
         settle: Settle::new(config.settle),
         config,
@@ -90,10 +120,17 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         log::warn!("cannot notify the service manager ($NOTIFY_SOCKET): {e}");
     }
 
+    // 6. Catch up with what changed while distlink was not running. The mark is already
+    //    in place, so events arriving during the scan are queued, not lost.
+    daemon.request_reconcile("start-up");
+
     let result = daemon.event_loop();
-    let Daemon {
-        linker, counters, ..
-    } = daemon;
+    // A reconcile stops queueing; the jobs it queued are finished like any others.
+    if let Some(r) = daemon.reconcile.take() {
+        r.cancel.store(true, Ordering::Relaxed);
+        let _ = r.thread.join();
+    }
+    let Daemon { linker, counters, .. } = daemon;
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit.
     linker.shutdown();
     log::info!(
@@ -104,6 +141,24 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         counters.errors.load(Ordering::Relaxed),
     );
     result
+}
+
+/// Event keys of the host directories' parents.
+fn parent_keys(config: &Config) -> HashMap<Box<[u8]>, Vec<usize>> {
+    let mut map: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+    for (i, h) in config.hosts.iter().enumerate() {
+        let Some(parent) = h.path.parent() else { continue };
+        let key = open_dir(parent).ok().and_then(|fd| {
+            let handle = crate::sys::name_to_handle_at(fd.as_fd(), c"").ok()?;
+            let fsid = crate::sys::fsid(fd.as_fd()).ok()?;
+            Some(object_key(fsid, &handle))
+        });
+        match key {
+            Some(k) => map.entry(k).or_default().push(i),
+            None => log::warn!("host {}: cannot watch {} for the directory vanishing", h.name, parent.display()),
+        }
+    }
+    map
 }
 
 /// Milliseconds from now until `deadline`, rounded up, for `poll`.
@@ -156,7 +211,12 @@ impl Daemon {
     fn event_loop(&mut self) -> Result<(), Error> {
         let mut buf = vec![0u8; READ_BUF];
         loop {
-            let timeout = poll_timeout(self.settle.next_deadline());
+            let mut deadline = self.settle.next_deadline();
+            if self.reconcile.is_some() {
+                let tick = Instant::now() + RECONCILE_TICK;
+                deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+            }
+            let timeout = poll_timeout(deadline);
             let mut fds = [
                 PollFd::new(self.watch.fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
@@ -178,7 +238,9 @@ impl Daemon {
                     Control::Reload => self.reload(),
                 }
             }
+            self.take_deferred();
             self.finish_settled();
+            self.check_reconcile();
         }
     }
 
@@ -207,18 +269,40 @@ impl Daemon {
     fn handle(&mut self, ev: &event::Event<'_>, now: Instant) {
         if ev.mask & libc::FAN_Q_OVERFLOW != 0 {
             self.overflows += 1;
+            let limit = match self.watch.limit {
+                Some(n) => format!("the queue limit, fs.fanotify.max_queued_events = {n}, was hit"),
+                None => "the kernel dropped events".to_owned(),
+            };
             log::warn!(
-                "fanotify queue overflowed (fs.fanotify.max_queued_events); events were lost \
-                 ({} overflows so far)",
+                "fanotify queue overflowed ({limit}); events were lost, rescanning ({} overflows so far)",
                 self.overflows
             );
+            self.request_reconcile("queue overflow");
             return;
         }
         // Our own links raise FAN_CREATE in the other hosts: not news.
-        if ev.pid == self.pid || ev.mask & libc::FAN_ONDIR != 0 {
+        if ev.pid == self.pid {
             return;
         }
         let Some(rec) = ev.dir_entry() else { return };
+        if ev.mask & libc::FAN_ONDIR != 0 {
+            if let (Some(list), Some(name)) = (self.parents.get(rec.key), rec.name) {
+                let hits: Vec<usize> = list
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.config.hosts[i].path.file_name().is_some_and(|b| b.as_bytes() == name))
+                    .collect();
+                for i in hits {
+                    self.host_dir_changed(i);
+                }
+            }
+            return;
+        }
+        if ev.mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0
+            && ev.mask & !(libc::FAN_DELETE | libc::FAN_MOVED_FROM) == 0
+        {
+            return;
+        }
         let Some(host) = self.hosts.lookup(rec.key) else {
             return;
         };
@@ -244,12 +328,7 @@ impl Daemon {
             self.hosts.get(src).name,
             Name(&name)
         );
-        self.linker.submit(Job {
-            hosts: Arc::clone(&self.hosts),
-            src,
-            name,
-            trigger,
-        });
+        self.linker.submit(Job::live(Arc::clone(&self.hosts), src, name, trigger));
     }
 
     fn host_index(&self, name: &str) -> Option<usize> {
@@ -279,7 +358,7 @@ impl Daemon {
                 let hosts = HostSet::open(&config)?;
                 // A new filesystem needs a new mark; the old group goes when the new one is in.
                 let watch = if hosts.dev != self.hosts.dev {
-                    Some(Watch::open(&hosts)?)
+                    Some(Watch::open(&hosts, config.unlimited_queue)?)
                 } else {
                     None
                 };
@@ -294,7 +373,19 @@ impl Daemon {
                 // Files already waiting keep their deadline; the new period applies next.
                 self.settle.set_period(config.settle);
                 self.rules = NameRules::new(config.ignore.clone());
+                let added: Vec<&str> =
+                    hosts.iter().filter(|h| !self.hosts.contains(&h.name)).map(|h| h.name.as_str()).collect();
+                let removed: Vec<&str> =
+                    self.hosts.iter().filter(|h| !hosts.contains(&h.name)).map(|h| h.name.as_str()).collect();
+                if !removed.is_empty() {
+                    log::info!("hosts removed (their directories are left as they are): {}", removed.join(", "));
+                }
+                let added_any = !added.is_empty();
+                if added_any {
+                    log::info!("hosts added: {}; they get every file in the pool", added.join(", "));
+                }
                 self.hosts = Arc::new(hosts);
+                self.parents = parent_keys(&config);
                 if config.workers != self.config.workers {
                     log::warn!(
                         "workers: the new count ({}) applies after a restart",
@@ -303,7 +394,95 @@ impl Daemon {
                 }
                 self.config = config;
                 self.log_start();
+                if added_any {
+                    self.request_reconcile("hosts added");
+                }
             }
+        }
+        if let Err(e) = notify("READY=1") {
+            log::warn!("cannot notify the service manager: {e}");
+        }
+    }
+
+    /// A directory event next to host directory `i` of the configuration: look at what
+    /// is there now (events merge; reality decides).
+    fn host_dir_changed(&mut self, i: usize) {
+        let hc = self.config.hosts[i].clone();
+        match open_host(&hc) {
+            Ok((host, dev, mount_id)) => {
+                let current = self.hosts.iter().find(|h| h.name == hc.name).map(|h| h.key.clone());
+                if current.as_deref() == Some(&*host.key) {
+                    return;
+                }
+                if !self.hosts.fits(dev, mount_id) {
+                    log::error!(
+                        "host {}: {} was re-created on another filesystem or mount; ignored until it is back on the shared one",
+                        hc.name,
+                        hc.path.display()
+                    );
+                    return;
+                }
+                log::info!(
+                    "host {}: directory {} is back; it gets new completions from now on (not the files it cleaned)",
+                    hc.name,
+                    hc.path.display()
+                );
+                self.hosts = Arc::new(self.hosts.with(host, &self.config.hosts));
+                self.request_reconcile("host directory back");
+            }
+            Err(why) => {
+                if self.hosts.contains(&hc.name) {
+                    log::warn!(
+                        "host {}: directory {} is gone ({why}); distlink carries on and picks it up again when it is re-created",
+                        hc.name,
+                        hc.path.display()
+                    );
+                    self.hosts = Arc::new(self.hosts.without(&hc.name));
+                }
+            }
+        }
+    }
+
+    /// Starts a reconcile now, or once the running one ends.
+    fn request_reconcile(&mut self, why: &str) {
+        if self.reconcile.is_some() {
+            self.rescan.get_or_insert_with(|| why.to_owned());
+            return;
+        }
+        let tally = Arc::new(ScanTally::new(self.config.settle, Some(self.defer_tx.clone()), Report::Log));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (hosts, rules, submit, label) =
+            (Arc::clone(&self.hosts), self.rules.clone(), self.linker.sender(), why.to_owned());
+        let flag = Arc::clone(&cancel);
+        let spawned = std::thread::Builder::new().name("reconcile".into()).spawn(move || {
+            crate::reconcile::run(&label, hosts, &rules, &submit, &tally, &flag, &mut |_| {});
+        });
+        match spawned {
+            Ok(thread) => self.reconcile = Some(Reconcile { cancel, thread }),
+            Err(e) => log::error!("cannot start a reconcile thread: {e}"),
+        }
+    }
+
+    /// Joins a finished reconcile and starts the one asked for meanwhile.
+    fn check_reconcile(&mut self) {
+        if self.reconcile.as_ref().is_some_and(|r| r.thread.is_finished()) {
+            if let Some(r) = self.reconcile.take()
+                && r.thread.join().is_err()
+            {
+                log::error!("the reconcile thread panicked");
+            }
+            if let Some(why) = self.rescan.take() {
+                self.request_reconcile(&why);
+            }
+        }
+    }
+
+    /// Files a reconcile found still changing: they go through the settle rule.
+    fn take_deferred(&mut self) {
+        let now = Instant::now();
+        while let Ok((host, name)) = self.defer_rx.try_recv() {
+            let state = self.host_index(&host).and_then(|i| file_state(&self.hosts, i, &name));
+            self.settle.touch((host, name), now, state);
         }
     }
 }

@@ -13,6 +13,7 @@ use nix::sys::stat::fstat;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One opened host directory.
 #[derive(Debug)]
@@ -26,12 +27,14 @@ pub struct Host {
 }
 
 /// All host directories of one configuration, on one filesystem and one mount.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HostSet {
-    hosts: Vec<Host>,
+    hosts: Vec<Arc<Host>>,
     by_key: HashMap<Box<[u8]>, usize>,
     /// `st_dev` of the filesystem holding them.
     pub dev: u64,
+    /// The mount they are all reached through.
+    pub mount_id: i32,
 }
 
 /// The bytes fanotify puts before a name in a `DFID_NAME` record: fsid, `handle_bytes`,
@@ -65,50 +68,26 @@ fn first_symlink(path: &Path) -> Option<PathBuf> {
     None
 }
 
-struct Opened {
-    dir: OwnedFd,
-    dev: u64,
-    mount_id: i32,
-    key: Box<[u8]>,
-}
-
-fn open_host(h: &HostConfig) -> Result<Opened, String> {
+/// Opens one host directory and reads what identifies it.
+pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), String> {
     let path = h.path.display();
     let dir = open_dir(&h.path).map_err(|e| match e {
         Errno::ENOENT => format!("host {}: directory {path} does not exist", h.name),
         Errno::ENOTDIR => format!("host {}: {path} is not a directory", h.name),
         Errno::ELOOP | Errno::EXDEV => match first_symlink(&h.path) {
-            Some(link) if link == h.path => format!(
-                "host {}: {path} is a symlink; give the real directory",
-                h.name
-            ),
-            Some(link) => format!(
-                "host {}: {path} passes through the symlink {}; give the real path",
-                h.name,
-                link.display()
-            ),
-            None => format!(
-                "host {}: {path} cannot be opened without following symlinks ({e})",
-                h.name
-            ),
+            Some(link) if link == h.path => format!("host {}: {path} is a symlink; give the real directory", h.name),
+            Some(link) => format!("host {}: {path} passes through the symlink {}; give the real path", h.name, link.display()),
+            None => format!("host {}: {path} cannot be opened without following symlinks ({e})", h.name),
         },
-        Errno::EACCES | Errno::EPERM => format!(
-            "host {}: {path}: permission denied (distlink runs as root)",
-            h.name
-        ),
+        Errno::EACCES | Errno::EPERM => format!("host {}: {path}: permission denied (distlink runs as root)", h.name),
         e => format!("host {}: cannot open {path}: {e}", h.name),
     })?;
     let st = fstat(&dir).map_err(|e| format!("host {}: cannot stat {path}: {e}", h.name))?;
     let handle = sys::name_to_handle_at(dir.as_fd(), c"")
         .map_err(|e| format!("host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)", h.name))?;
-    let fsid =
-        sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
-    Ok(Opened {
-        dir,
-        dev: st.st_dev,
-        mount_id: handle.mount_id,
-        key: object_key(fsid, &handle),
-    })
+    let fsid = sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
+    let host = Host { name: h.name.clone(), path: h.path.clone(), dir, key: object_key(fsid, &handle) };
+    Ok((host, st.st_dev, handle.mount_id))
 }
 
 impl HostSet {
@@ -116,21 +95,21 @@ impl HostSet {
     /// them. Every problem is reported, each with the entry's line and column.
     pub fn open(config: &Config) -> Result<HostSet, ConfigError> {
         let mut problems = Vec::new();
-        let mut opened: Vec<(&HostConfig, Opened)> = Vec::new();
+        let mut opened: Vec<(&HostConfig, Host, u64, i32)> = Vec::new();
         for h in &config.hosts {
             match open_host(h) {
-                Ok(o) => opened.push((h, o)),
+                Ok((host, dev, mount_id)) => opened.push((h, host, dev, mount_id)),
                 Err(message) => problems.push(Problem::new(Some(h.at), message)),
             }
         }
-        if let Some((first, f)) = opened.first() {
-            for (h, o) in &opened[1..] {
-                if o.dev != f.dev {
+        if let Some((first, _, dev0, mnt0)) = opened.first() {
+            for (h, _, dev, mount_id) in &opened[1..] {
+                if dev != dev0 {
                     problems.push(Problem::new(Some(h.at), format!(
                         "host {}: {} is on a different filesystem than host {} ({}); hardlinks between them would fail with EXDEV",
                         h.name, h.path.display(), first.name, first.path.display()
                     )));
-                } else if o.mount_id != f.mount_id {
+                } else if mount_id != mnt0 {
                     problems.push(Problem::new(Some(h.at), format!(
                         "host {}: {} is reached through a different mount than host {} ({}), e.g. a bind mount; links across mounts fail with EXDEV: give paths under one mount",
                         h.name, h.path.display(), first.name, first.path.display()
@@ -139,27 +118,39 @@ impl HostSet {
             }
         }
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: config.source.clone(),
-                problems,
-            });
+            return Err(ConfigError::Invalid { path: config.source.clone(), problems });
         }
-        let dev = opened.first().map_or(0, |(_, o)| o.dev);
-        let mut by_key = HashMap::new();
-        let hosts: Vec<Host> = opened
-            .into_iter()
-            .enumerate()
-            .map(|(i, (h, o))| {
-                by_key.insert(o.key.clone(), i);
-                Host {
-                    name: h.name.clone(),
-                    path: h.path.clone(),
-                    dir: o.dir,
-                    key: o.key,
-                }
-            })
-            .collect();
-        Ok(HostSet { hosts, by_key, dev })
+        let dev = opened.first().map_or(0, |o| o.2);
+        let mount_id = opened.first().map_or(0, |o| o.3);
+        Ok(HostSet::from_hosts(opened.into_iter().map(|o| Arc::new(o.1)).collect(), dev, mount_id))
+    }
+
+    fn from_hosts(hosts: Vec<Arc<Host>>, dev: u64, mount_id: i32) -> HostSet {
+        let by_key = hosts.iter().enumerate().map(|(i, h)| (h.key.clone(), i)).collect();
+        HostSet { hosts, by_key, dev, mount_id }
+    }
+
+    /// The same set without host `name` (its directory vanished).
+    pub fn without(&self, name: &str) -> HostSet {
+        let hosts = self.hosts.iter().filter(|h| h.name != name).cloned().collect();
+        HostSet::from_hosts(hosts, self.dev, self.mount_id)
+    }
+
+    /// The same set plus a re-opened host, placed in configuration order.
+    pub fn with(&self, host: Host, order: &[HostConfig]) -> HostSet {
+        let mut hosts: Vec<Arc<Host>> = self.hosts.iter().filter(|h| h.name != host.name).cloned().collect();
+        hosts.push(Arc::new(host));
+        hosts.sort_by_key(|h| order.iter().position(|c| c.name == h.name).unwrap_or(usize::MAX));
+        HostSet::from_hosts(hosts, self.dev, self.mount_id)
+    }
+
+    /// Whether `host` is on this set's filesystem and mount (for a re-created directory).
+    pub fn fits(&self, dev: u64, mount_id: i32) -> bool {
+        self.hosts.is_empty() || (dev == self.dev && mount_id == self.mount_id)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.hosts.iter().any(|h| h.name == name)
     }
 
     /// The host whose directory has this event key.
@@ -179,8 +170,8 @@ impl HostSet {
         self.hosts.is_empty()
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, Host> {
-        self.hosts.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().map(|h| &**h)
     }
 
     /// An object on the shared filesystem, for the filesystem-wide fanotify mark.

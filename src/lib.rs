@@ -45,6 +45,8 @@ pub mod hosts;
 pub mod linker;
 pub mod logging;
 pub mod notify;
+pub mod reconcile;
+pub mod record;
 pub mod sys;
 pub mod watch;
 

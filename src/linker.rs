@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What made a file a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,19 @@ pub enum Trigger {
     Renamed,
     /// Written under its final name and quiet for the settle time.
     Settled,
+    /// Found by a reconcile (start-up, overflow, host added, `distlink sync`).
+    Scan,
+}
+
+/// How a fan-out is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The daemon: log lines.
+    Log,
+    /// `distlink sync`: one line per fan-out on stdout.
+    Print,
+    /// `distlink sync --dry-run`: print what would be linked, link nothing.
+    DryRun,
 }
 
 /// One completed file to fan out. Owned: the worker needs nothing from the event thread.
@@ -37,6 +51,64 @@ pub struct Job {
     pub src: usize,
     pub name: Box<[u8]>,
     pub trigger: Trigger,
+    /// Hosts (bit per index) a directory scan saw holding this very inode: no need to
+    /// try them.
+    pub present: u64,
+    /// The reconcile this job belongs to, if any.
+    pub scan: Option<Arc<ScanTally>>,
+}
+
+impl Job {
+    /// A job for a live event.
+    pub fn live(hosts: Arc<HostSet>, src: usize, name: Box<[u8]>, trigger: Trigger) -> Job {
+        Job { hosts, src, name, trigger, present: 0, scan: None }
+    }
+}
+
+/// Progress and totals of one reconcile, shared by the workers doing its jobs.
+#[derive(Debug)]
+pub struct ScanTally {
+    /// A file whose inode changed less than this long ago may still be written: it goes
+    /// through the settle rule instead of being linked now.
+    pub settle: Duration,
+    /// Where such files go (the event loop's settle tracker); `None`: skipped, reported.
+    pub defer: Option<Sender<(Arc<str>, Box<[u8]>)>>,
+    pub report: Report,
+    pub submitted: AtomicU64,
+    pub done: AtomicU64,
+    pub files: AtomicU64,
+    pub links: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub errors: AtomicU64,
+    pub deferred: AtomicU64,
+}
+
+impl ScanTally {
+    pub fn new(settle: Duration, defer: Option<Sender<(Arc<str>, Box<[u8]>)>>, report: Report) -> ScanTally {
+        ScanTally {
+            settle,
+            defer,
+            report,
+            submitted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            links: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub links: u64,
+    pub already: u64,
+    pub conflicts: u64,
+    pub errors: u64,
+    pub skipped: bool,
+    pub deferred: bool,
 }
 
 /// Counters since start, shared by all threads.
@@ -56,12 +128,6 @@ pub struct Counters {
     pub skipped: AtomicU64,
     /// Jobs finished, whatever their outcome.
     pub jobs: AtomicU64,
-}
-
-impl Counters {
-    fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// What happened to one host's name.
@@ -157,80 +223,153 @@ fn hint(e: Errno) -> &'static str {
     }
 }
 
-/// Fans one completed file out to every other host; logs and counts the outcome.
-pub fn fan_out(job: &Job, counters: &Counters) {
+/// Whether the inode changed less than `settle` ago (ctime cannot be set by a client).
+fn changed_recently(st: &FileStat, settle: Duration) -> bool {
+    let ctime = UNIX_EPOCH + Duration::new(st.st_ctime.max(0) as u64, st.st_ctime_nsec.clamp(0, 999_999_999) as u32);
+    SystemTime::now().duration_since(ctime).map_or(true, |age| age < settle)
+}
+
+/// Fans one completed file out to every other host that should get it; logs, records.
+///
+/// A host gets a link unless the inode's record ([`crate::record`]) names it: then it
+/// either has the file or deleted it on purpose. After the links, the record is updated
+/// to name every host that now holds the inode.
+pub fn fan_out(job: &Job) -> Outcome {
+    let mut out = Outcome::default();
     let hosts = &job.hosts;
     let src = hosts.get(job.src);
     let name = Name(&job.name);
+    let report = job.scan.as_ref().map_or(Report::Log, |s| s.report);
     let (file, st) = match open_candidate(hosts, job.src, &job.name) {
         Ok(x) => x,
-        Err(NotLinked::Gone) => {
-            log::debug!("{}/{name}: gone before it could be linked", src.name);
-            Counters::bump(&counters.skipped);
-            return;
-        }
-        Err(NotLinked::NotRegular(what)) => {
-            log::info!(
-                "{}/{name}: not linked: {what}, only regular files are",
-                src.name
-            );
-            Counters::bump(&counters.skipped);
-            return;
-        }
-        Err(NotLinked::SetId) => {
-            log::warn!("{}/{name}: not linked: setuid/setgid file", src.name);
-            Counters::bump(&counters.skipped);
-            return;
+        Err(why) => {
+            match why {
+                NotLinked::Gone => log::debug!("{}/{name}: gone before it could be linked", src.name),
+                NotLinked::NotRegular(what) => {
+                    log::info!("{}/{name}: not linked: {what}, only regular files are", src.name)
+                }
+                NotLinked::SetId => log::warn!("{}/{name}: not linked: setuid/setgid file", src.name),
+            }
+            out.skipped = true;
+            return out;
         }
     };
+    if let Some(scan) = &job.scan
+        && changed_recently(&st, scan.settle)
+    {
+        out.deferred = true;
+        match &scan.defer {
+            Some(tx) => {
+                let _ = tx.send((Arc::from(src.name.as_str()), job.name.clone()));
+            }
+            None => println!("skipped {}/{name}: changed in the last {:?}, may still be written", src.name, scan.settle),
+        }
+        return out;
+    }
+    let record = match crate::record::read(file.as_fd()) {
+        Ok(Some(r)) if r.describes(st.st_ino, &job.name) => Some(r),
+        Ok(_) => None,
+        Err(e) => {
+            log::warn!("{}/{name}: cannot read its record ({e}); linking into every host", src.name);
+            None
+        }
+    };
+    let mut holders: Vec<&str> = vec![&src.name];
     let mut linked: Vec<&str> = Vec::new();
     for (i, dst) in hosts.iter().enumerate() {
-        if i == job.src {
+        if i == job.src || record.as_ref().is_some_and(|r| r.has(&dst.name)) {
+            continue;
+        }
+        if job.present & (1u64 << i) != 0 {
+            out.already += 1;
+            holders.push(&dst.name);
+            continue;
+        }
+        if report == Report::DryRun {
+            match fstatat(dst.dir.as_fd(), &*job.name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Err(Errno::ENOENT) => linked.push(&dst.name),
+                Ok(there) if there.st_ino == st.st_ino => holders.push(&dst.name),
+                _ => {}
+            }
             continue;
         }
         match link_one(hosts, &file, &st, i, &job.name) {
             LinkResult::Linked => {
-                Counters::bump(&counters.links);
+                out.links += 1;
                 linked.push(&dst.name);
+                holders.push(&dst.name);
             }
-            LinkResult::AlreadyThere => Counters::bump(&counters.already),
+            LinkResult::AlreadyThere => {
+                out.already += 1;
+                holders.push(&dst.name);
+            }
             LinkResult::Conflict => {
-                Counters::bump(&counters.conflicts);
-                log::warn!(
-                    "conflict: {}/{name} is another file than {}/{name}; left alone",
-                    dst.name,
-                    src.name
-                );
+                out.conflicts += 1;
+                log::warn!("conflict: {}/{name} is another file than {}/{name}; left alone", dst.name, src.name);
             }
             LinkResult::Failed(Errno::ENOENT) if fstat(&file).is_ok_and(|s| s.st_nlink == 0) => {
                 log::debug!("{}/{name}: deleted while being linked", src.name);
-                break;
+                return out;
             }
             LinkResult::Failed(e) => {
-                Counters::bump(&counters.errors);
-                log::error!(
-                    "failed to link {}/{name} -> {}/{name}: {}: {}{}",
-                    src.name,
-                    dst.name,
-                    e,
-                    e.desc(),
-                    hint(e)
-                );
+                out.errors += 1;
+                log::error!("failed to link {}/{name} -> {}/{name}: {}: {}{}", src.name, dst.name, e, e.desc(), hint(e));
             }
         }
     }
     if !linked.is_empty() {
-        Counters::bump(&counters.files);
         let why = match job.trigger {
             Trigger::Renamed => "renamed",
             Trigger::Settled => "settled",
+            Trigger::Scan => "reconcile",
         };
-        log::info!(
-            "{}/{name} ({why}): linked into {}",
-            src.name,
-            linked.join(", ")
-        );
+        match report {
+            Report::Log => log::info!("{}/{name} ({why}): linked into {}", src.name, linked.join(", ")),
+            Report::Print => println!("linked {}/{name} -> {}", src.name, linked.join(", ")),
+            Report::DryRun => println!("would link {}/{name} -> {}", src.name, linked.join(", ")),
+        }
     }
+    if report != Report::DryRun {
+        let mut names: Vec<String> = record.map(|r| r.hosts).unwrap_or_default();
+        let before = names.len();
+        for h in holders {
+            if !names.iter().any(|n| n == h) {
+                names.push(h.to_owned());
+            }
+        }
+        if names.len() != before || before == 0 {
+            let rec = crate::record::Record { ino: st.st_ino, name: job.name.to_vec(), hosts: names };
+            if let Err(e) = crate::record::write(file.as_fd(), &rec) {
+                out.errors += 1;
+                log::error!("{}/{name}: cannot record the fan-out ({XATTR_NAME}): {e}", src.name, XATTR_NAME = "trusted.distlink");
+            }
+        }
+    }
+    out
+}
+
+/// Adds one job's outcome to the daemon's counters and to its reconcile's tally.
+fn account(job: &Job, out: &Outcome, counters: &Counters) {
+    let add = |c: &AtomicU64, n: u64| {
+        if n > 0 {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    add(&counters.links, out.links);
+    add(&counters.already, out.already);
+    add(&counters.conflicts, out.conflicts);
+    add(&counters.errors, out.errors);
+    add(&counters.skipped, u64::from(out.skipped));
+    add(&counters.files, u64::from(out.links > 0));
+    if let Some(scan) = &job.scan {
+        add(&scan.links, out.links);
+        add(&scan.conflicts, out.conflicts);
+        add(&scan.errors, out.errors);
+        add(&scan.deferred, u64::from(out.deferred));
+        add(&scan.files, u64::from(out.links > 0));
+        scan.done.fetch_add(1, Ordering::Release);
+    }
+    counters.jobs.fetch_add(1, Ordering::Release);
 }
 
 /// The pool. Dropping the sender (in [`Linker::shutdown`]) lets every worker finish the
@@ -254,8 +393,8 @@ impl Linker {
                     .name(format!("link-{i}"))
                     .spawn(move || {
                         for job in rx {
-                            fan_out(&job, &counters);
-                            counters.jobs.fetch_add(1, Ordering::Release);
+                            let out = fan_out(&job);
+                            account(&job, &out, &counters);
                         }
                     })?,
             );
@@ -267,6 +406,11 @@ impl Linker {
     pub fn submit(&self, job: Job) {
         // The receivers live as long as the workers, which outlive every submit.
         let _ = self.tx.send(job);
+    }
+
+    /// A sender for another thread (a reconcile) to queue jobs with.
+    pub fn sender(&self) -> Sender<Job> {
+        self.tx.clone()
     }
 
     /// Jobs waiting for a worker.

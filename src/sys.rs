@@ -148,6 +148,38 @@ pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
+/// `getxattr(2)` of the extended attribute `name` on `path` (following symlinks: used on
+/// `/proc/self/fd/N`, which names exactly the inode behind descriptor N). Returns the
+/// value's length, `Ok(None)` if the attribute is not set.
+pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `path` and `name` are NUL-terminated; `buf` is writable for `buf.len()`
+    // bytes, the size passed; all outlive the call.
+    let n = unsafe {
+        libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// `setxattr(2)`: sets `name` to `value` on `path` (see [`getxattr`] for the path).
+pub fn setxattr(path: &CStr, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `path` and `name` are NUL-terminated; `value` is readable for its length,
+    // the size passed; all outlive the call.
+    let rc = unsafe {
+        libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,18 +7,27 @@ use crate::sys;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// The events distlink asks for. `FAN_ONDIR` is left out: directories are never linked,
-/// and leaving it out keeps `mkdir`/`rmdir` storms elsewhere on the filesystem away.
+/// The events distlink asks for: file completion (create, modify, close, attrib,
+/// moved-to) and, with `FAN_ONDIR`, directories appearing and vanishing, so a host
+/// directory removed by `eclean-dist` and re-created by the next fetch is picked up again.
 pub const MASK: u64 = libc::FAN_CREATE
     | libc::FAN_MODIFY
     | libc::FAN_CLOSE_WRITE
     | libc::FAN_ATTRIB
-    | libc::FAN_MOVED_TO;
+    | libc::FAN_MOVED_TO
+    | libc::FAN_MOVED_FROM
+    | libc::FAN_DELETE
+    | libc::FAN_ONDIR;
+
+/// Where the kernel's queue limit for groups without `FAN_UNLIMITED_QUEUE` is set.
+pub const MAX_QUEUED_EVENTS: &str = "/proc/sys/fs/fanotify/max_queued_events";
 
 /// An initialised and marked fanotify group.
 #[derive(Debug)]
 pub struct Watch {
     fd: OwnedFd,
+    /// `None`: unlimited queue; else the kernel's `max_queued_events` at creation.
+    pub limit: Option<u64>,
 }
 
 fn init_hint(e: &io::Error) -> &'static str {
@@ -53,17 +62,35 @@ fn mark_hint(e: &io::Error) -> &'static str {
 impl Watch {
     /// Creates the group and marks the filesystem holding `hosts`. From the moment this
     /// returns, every change on that filesystem is queued for us.
-    pub fn open(hosts: &HostSet) -> Result<Watch, Error> {
+    ///
+    /// With `unlimited`, the queue is not bounded by `fs.fanotify.max_queued_events`
+    /// (`FAN_UNLIMITED_QUEUE`, needs CAP_SYS_ADMIN): a burst of our own link events or a
+    /// busy filesystem cannot overflow it. Where the kernel refuses, the bounded queue is
+    /// used and an overflow leads to a rescan.
+    pub fn open(hosts: &HostSet, unlimited: bool) -> Result<Watch, Error> {
         let flags = libc::FAN_CLASS_NOTIF
             | libc::FAN_CLOEXEC
             | libc::FAN_NONBLOCK
             | libc::FAN_REPORT_DFID_NAME;
         let event_flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_LARGEFILE) as libc::c_uint;
-        let fd = sys::fanotify_init(flags, event_flags).map_err(|source| Error::Fanotify {
-            op: "fanotify_init(FAN_REPORT_DFID_NAME)",
-            hint: init_hint(&source),
-            source,
-        })?;
+        let init = |flags| {
+            sys::fanotify_init(flags, event_flags).map_err(|source| Error::Fanotify {
+                op: "fanotify_init(FAN_REPORT_DFID_NAME)",
+                hint: init_hint(&source),
+                source,
+            })
+        };
+        let (fd, limit) = if unlimited {
+            match sys::fanotify_init(flags | libc::FAN_UNLIMITED_QUEUE, event_flags) {
+                Ok(fd) => (fd, None),
+                Err(e) => {
+                    log::warn!("unlimited fanotify queue refused ({e}); using the kernel's limit");
+                    (init(flags)?, Some(queue_limit()))
+                }
+            }
+        } else {
+            (init(flags)?, Some(queue_limit()))
+        };
         sys::fanotify_mark(
             fd.as_fd(),
             libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
@@ -76,7 +103,7 @@ impl Watch {
             hint: mark_hint(&source),
             source,
         })?;
-        Ok(Watch { fd })
+        Ok(Watch { fd, limit })
     }
 
     /// Reads queued events into `buf`; `Ok(0)` when the queue is empty.
@@ -91,4 +118,9 @@ impl Watch {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The kernel's current `max_queued_events` (0 if unreadable).
+pub fn queue_limit() -> u64 {
+    std::fs::read_to_string(MAX_QUEUED_EVENTS).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
