@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Settle time used where a test measures it: long enough to tell "after settle" from
@@ -14,24 +13,6 @@ use std::time::{Duration, Instant};
 const SETTLE: Duration = Duration::from_millis(1000);
 /// Scheduling slack allowed when comparing times taken in two processes.
 const SLACK: Duration = Duration::from_millis(50);
-
-struct Setup {
-    // Field order is drop order: the daemon goes before its filesystem is unmounted.
-    daemon: Daemon,
-    hosts: Vec<PathBuf>,
-    scratch: Scratch,
-}
-
-fn setup(scratch: Scratch, n: usize, extra: &str) -> Setup {
-    let hosts = scratch.hosts(n);
-    let config = scratch.config_for(&hosts, extra);
-    let daemon = Daemon::start(&scratch, &config);
-    Setup {
-        daemon,
-        hosts,
-        scratch,
-    }
-}
 
 fn settle_line() -> String {
     format!("settle: {}ms\n", SETTLE.as_millis())

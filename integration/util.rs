@@ -282,6 +282,13 @@ impl Daemon {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
 
+    /// SIGKILL: a crash at an arbitrary instant.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn stop(mut self) -> ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
@@ -466,4 +473,72 @@ pub fn check(config: &Path) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Hosts named in the fan-out record (`trusted.distlink`) of `path`.
+pub fn recorded_hosts(path: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 8192];
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return Vec::new();
+    };
+    let n = nix_getxattr(&c, &mut buf);
+    match n {
+        Some(n) => buf[..n]
+            .split(|&b| b == 0)
+            .skip(3)
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn nix_getxattr(path: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    distlink::sys::getxattr(path, c"trusted.distlink", buf)
+        .ok()
+        .flatten()
+}
+
+/// Sets a sysctl for the lifetime of the guard, restoring the old value on drop (also
+/// when the test fails).
+pub struct Sysctl {
+    path: PathBuf,
+    old: String,
+}
+
+impl Sysctl {
+    pub fn set(path: &str, value: &str) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap();
+        fs::write(path, value).unwrap();
+        Sysctl {
+            path: PathBuf::from(path),
+            old,
+        }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.path, self.old.trim());
+    }
+}
+
+/// A daemon running on `n` fresh host directories of a scratch filesystem.
+pub struct Setup {
+    // Field order is drop order: the daemon goes before its filesystem is unmounted.
+    pub daemon: Daemon,
+    pub hosts: Vec<PathBuf>,
+    pub scratch: Scratch,
+}
+
+/// Makes `n` host directories on `scratch`, a configuration with `extra` lines, and
+/// starts the daemon.
+pub fn setup(scratch: Scratch, n: usize, extra: &str) -> Setup {
+    let hosts = scratch.hosts(n);
+    let config = scratch.config_for(&hosts, extra);
+    let daemon = Daemon::start(&scratch, &config);
+    Setup {
+        daemon,
+        hosts,
+        scratch,
+    }
 }

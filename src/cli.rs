@@ -33,6 +33,16 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Link what the daemon would have: files completed while it was not running, and
+    /// every file into hosts added since. Prints each fan-out.
+    Sync {
+        /// Configuration file.
+        #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print what would be linked; link nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -297,7 +297,13 @@ impl Config {
             }
         }
         if hosts.len() > MAX_HOSTS {
-            problems.push(Problem::new(Some(hosts_at), format!("at most {MAX_HOSTS} hosts are supported, found {}", hosts.len())));
+            problems.push(Problem::new(
+                Some(hosts_at),
+                format!(
+                    "at most {MAX_HOSTS} hosts are supported, found {}",
+                    hosts.len()
+                ),
+            ));
         }
         if hosts.len() + problems.len() < 2 {
             problems.push(Problem::new(
@@ -597,7 +603,8 @@ mod example_tests {
     #[test]
     fn shipped_example_parses() {
         let text = include_str!("../packaging/distlink.yaml");
-        let c = super::Config::parse(std::path::Path::new("packaging/distlink.yaml"), text).unwrap();
+        let c =
+            super::Config::parse(std::path::Path::new("packaging/distlink.yaml"), text).unwrap();
         assert_eq!(c.hosts.len(), 3);
         assert_eq!(c.ignore.len(), 1);
     }

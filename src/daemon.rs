@@ -10,30 +10,30 @@ use crate::control::{Control, Signals};
 use crate::display::Name;
 use crate::error::Error;
 use crate::event;
-use crate::hosts::{object_key, open_dir, open_host, HostSet};
+use crate::hosts::{HostSet, object_key, open_dir, open_host};
 use crate::linker::{Counters, Job, Linker, Report, ScanTally, Trigger};
-use crossbeam_channel::{Receiver, Sender};
-use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 use crate::notify::notify;
 use crate::watch::Watch;
+use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::{SFlag, fstatat};
+use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use std::time::Instant;
 
 /// Size of the buffer fanotify events are read into (many events per `read`).
 const READ_BUF: usize = 256 * 1024;
 
 /// A pending direct write: host name (stable across reloads) and file name.
-type PendingKey = (Arc<str>, Box<[u8]>);
+type PendingKey = crate::linker::Deferred;
 
 struct Daemon {
     config: Config,
@@ -130,7 +130,9 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         r.cancel.store(true, Ordering::Relaxed);
         let _ = r.thread.join();
     }
-    let Daemon { linker, counters, .. } = daemon;
+    let Daemon {
+        linker, counters, ..
+    } = daemon;
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit.
     linker.shutdown();
     log::info!(
@@ -147,7 +149,9 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
 fn parent_keys(config: &Config) -> HashMap<Box<[u8]>, Vec<usize>> {
     let mut map: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
     for (i, h) in config.hosts.iter().enumerate() {
-        let Some(parent) = h.path.parent() else { continue };
+        let Some(parent) = h.path.parent() else {
+            continue;
+        };
         let key = open_dir(parent).ok().and_then(|fd| {
             let handle = crate::sys::name_to_handle_at(fd.as_fd(), c"").ok()?;
             let fsid = crate::sys::fsid(fd.as_fd()).ok()?;
@@ -155,7 +159,11 @@ fn parent_keys(config: &Config) -> HashMap<Box<[u8]>, Vec<usize>> {
         });
         match key {
             Some(k) => map.entry(k).or_default().push(i),
-            None => log::warn!("host {}: cannot watch {} for the directory vanishing", h.name, parent.display()),
+            None => log::warn!(
+                "host {}: cannot watch {} for the directory vanishing",
+                h.name,
+                parent.display()
+            ),
         }
     }
     map
@@ -290,7 +298,12 @@ impl Daemon {
                 let hits: Vec<usize> = list
                     .iter()
                     .copied()
-                    .filter(|&i| self.config.hosts[i].path.file_name().is_some_and(|b| b.as_bytes() == name))
+                    .filter(|&i| {
+                        self.config.hosts[i]
+                            .path
+                            .file_name()
+                            .is_some_and(|b| b.as_bytes() == name)
+                    })
                     .collect();
                 for i in hits {
                     self.host_dir_changed(i);
@@ -328,7 +341,8 @@ impl Daemon {
             self.hosts.get(src).name,
             Name(&name)
         );
-        self.linker.submit(Job::live(Arc::clone(&self.hosts), src, name, trigger));
+        self.linker
+            .submit(Job::live(Arc::clone(&self.hosts), src, name, trigger));
     }
 
     fn host_index(&self, name: &str) -> Option<usize> {
@@ -373,16 +387,29 @@ impl Daemon {
                 // Files already waiting keep their deadline; the new period applies next.
                 self.settle.set_period(config.settle);
                 self.rules = NameRules::new(config.ignore.clone());
-                let added: Vec<&str> =
-                    hosts.iter().filter(|h| !self.hosts.contains(&h.name)).map(|h| h.name.as_str()).collect();
-                let removed: Vec<&str> =
-                    self.hosts.iter().filter(|h| !hosts.contains(&h.name)).map(|h| h.name.as_str()).collect();
+                let added: Vec<&str> = hosts
+                    .iter()
+                    .filter(|h| !self.hosts.contains(&h.name))
+                    .map(|h| h.name.as_str())
+                    .collect();
+                let removed: Vec<&str> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| !hosts.contains(&h.name))
+                    .map(|h| h.name.as_str())
+                    .collect();
                 if !removed.is_empty() {
-                    log::info!("hosts removed (their directories are left as they are): {}", removed.join(", "));
+                    log::info!(
+                        "hosts removed (their directories are left as they are): {}",
+                        removed.join(", ")
+                    );
                 }
                 let added_any = !added.is_empty();
                 if added_any {
-                    log::info!("hosts added: {}; they get every file in the pool", added.join(", "));
+                    log::info!(
+                        "hosts added: {}; they get every file in the pool",
+                        added.join(", ")
+                    );
                 }
                 self.hosts = Arc::new(hosts);
                 self.parents = parent_keys(&config);
@@ -410,7 +437,11 @@ impl Daemon {
         let hc = self.config.hosts[i].clone();
         match open_host(&hc) {
             Ok((host, dev, mount_id)) => {
-                let current = self.hosts.iter().find(|h| h.name == hc.name).map(|h| h.key.clone());
+                let current = self
+                    .hosts
+                    .iter()
+                    .find(|h| h.name == hc.name)
+                    .map(|h| h.key.clone());
                 if current.as_deref() == Some(&*host.key) {
                     return;
                 }
@@ -449,14 +480,24 @@ impl Daemon {
             self.rescan.get_or_insert_with(|| why.to_owned());
             return;
         }
-        let tally = Arc::new(ScanTally::new(self.config.settle, Some(self.defer_tx.clone()), Report::Log));
+        let tally = Arc::new(ScanTally::new(
+            self.config.settle,
+            Some(self.defer_tx.clone()),
+            Report::Log,
+        ));
         let cancel = Arc::new(AtomicBool::new(false));
-        let (hosts, rules, submit, label) =
-            (Arc::clone(&self.hosts), self.rules.clone(), self.linker.sender(), why.to_owned());
+        let (hosts, rules, submit, label) = (
+            Arc::clone(&self.hosts),
+            self.rules.clone(),
+            self.linker.sender(),
+            why.to_owned(),
+        );
         let flag = Arc::clone(&cancel);
-        let spawned = std::thread::Builder::new().name("reconcile".into()).spawn(move || {
-            crate::reconcile::run(&label, hosts, &rules, &submit, &tally, &flag, &mut |_| {});
-        });
+        let spawned = std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || {
+                crate::reconcile::run(&label, hosts, &rules, &submit, &tally, &flag, &mut |_| {});
+            });
         match spawned {
             Ok(thread) => self.reconcile = Some(Reconcile { cancel, thread }),
             Err(e) => log::error!("cannot start a reconcile thread: {e}"),
@@ -465,7 +506,11 @@ impl Daemon {
 
     /// Joins a finished reconcile and starts the one asked for meanwhile.
     fn check_reconcile(&mut self) {
-        if self.reconcile.as_ref().is_some_and(|r| r.thread.is_finished()) {
+        if self
+            .reconcile
+            .as_ref()
+            .is_some_and(|r| r.thread.is_finished())
+        {
             if let Some(r) = self.reconcile.take()
                 && r.thread.join().is_err()
             {
@@ -481,7 +526,9 @@ impl Daemon {
     fn take_deferred(&mut self) {
         let now = Instant::now();
         while let Ok((host, name)) = self.defer_rx.try_recv() {
-            let state = self.host_index(&host).and_then(|i| file_state(&self.hosts, i, &name));
+            let state = self
+                .host_index(&host)
+                .and_then(|i| file_state(&self.hosts, i, &name));
             self.settle.touch((host, name), now, state);
         }
     }

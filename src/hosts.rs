@@ -75,18 +75,37 @@ pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), String> {
         Errno::ENOENT => format!("host {}: directory {path} does not exist", h.name),
         Errno::ENOTDIR => format!("host {}: {path} is not a directory", h.name),
         Errno::ELOOP | Errno::EXDEV => match first_symlink(&h.path) {
-            Some(link) if link == h.path => format!("host {}: {path} is a symlink; give the real directory", h.name),
-            Some(link) => format!("host {}: {path} passes through the symlink {}; give the real path", h.name, link.display()),
-            None => format!("host {}: {path} cannot be opened without following symlinks ({e})", h.name),
+            Some(link) if link == h.path => format!(
+                "host {}: {path} is a symlink; give the real directory",
+                h.name
+            ),
+            Some(link) => format!(
+                "host {}: {path} passes through the symlink {}; give the real path",
+                h.name,
+                link.display()
+            ),
+            None => format!(
+                "host {}: {path} cannot be opened without following symlinks ({e})",
+                h.name
+            ),
         },
-        Errno::EACCES | Errno::EPERM => format!("host {}: {path}: permission denied (distlink runs as root)", h.name),
+        Errno::EACCES | Errno::EPERM => format!(
+            "host {}: {path}: permission denied (distlink runs as root)",
+            h.name
+        ),
         e => format!("host {}: cannot open {path}: {e}", h.name),
     })?;
     let st = fstat(&dir).map_err(|e| format!("host {}: cannot stat {path}: {e}", h.name))?;
     let handle = sys::name_to_handle_at(dir.as_fd(), c"")
         .map_err(|e| format!("host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)", h.name))?;
-    let fsid = sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
-    let host = Host { name: h.name.clone(), path: h.path.clone(), dir, key: object_key(fsid, &handle) };
+    let fsid =
+        sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
+    let host = Host {
+        name: h.name.clone(),
+        path: h.path.clone(),
+        dir,
+        key: object_key(fsid, &handle),
+    };
     Ok((host, st.st_dev, handle.mount_id))
 }
 
@@ -118,29 +137,60 @@ impl HostSet {
             }
         }
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid { path: config.source.clone(), problems });
+            return Err(ConfigError::Invalid {
+                path: config.source.clone(),
+                problems,
+            });
         }
         let dev = opened.first().map_or(0, |o| o.2);
         let mount_id = opened.first().map_or(0, |o| o.3);
-        Ok(HostSet::from_hosts(opened.into_iter().map(|o| Arc::new(o.1)).collect(), dev, mount_id))
+        Ok(HostSet::from_hosts(
+            opened.into_iter().map(|o| Arc::new(o.1)).collect(),
+            dev,
+            mount_id,
+        ))
     }
 
     fn from_hosts(hosts: Vec<Arc<Host>>, dev: u64, mount_id: i32) -> HostSet {
-        let by_key = hosts.iter().enumerate().map(|(i, h)| (h.key.clone(), i)).collect();
-        HostSet { hosts, by_key, dev, mount_id }
+        let by_key = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.key.clone(), i))
+            .collect();
+        HostSet {
+            hosts,
+            by_key,
+            dev,
+            mount_id,
+        }
     }
 
     /// The same set without host `name` (its directory vanished).
     pub fn without(&self, name: &str) -> HostSet {
-        let hosts = self.hosts.iter().filter(|h| h.name != name).cloned().collect();
+        let hosts = self
+            .hosts
+            .iter()
+            .filter(|h| h.name != name)
+            .cloned()
+            .collect();
         HostSet::from_hosts(hosts, self.dev, self.mount_id)
     }
 
     /// The same set plus a re-opened host, placed in configuration order.
     pub fn with(&self, host: Host, order: &[HostConfig]) -> HostSet {
-        let mut hosts: Vec<Arc<Host>> = self.hosts.iter().filter(|h| h.name != host.name).cloned().collect();
+        let mut hosts: Vec<Arc<Host>> = self
+            .hosts
+            .iter()
+            .filter(|h| h.name != host.name)
+            .cloned()
+            .collect();
         hosts.push(Arc::new(host));
-        hosts.sort_by_key(|h| order.iter().position(|c| c.name == h.name).unwrap_or(usize::MAX));
+        hosts.sort_by_key(|h| {
+            order
+                .iter()
+                .position(|c| c.name == h.name)
+                .unwrap_or(usize::MAX)
+        });
         HostSet::from_hosts(hosts, self.dev, self.mount_id)
     }
 

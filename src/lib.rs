@@ -47,6 +47,7 @@ pub mod logging;
 pub mod notify;
 pub mod reconcile;
 pub mod record;
+pub mod sync;
 pub mod sys;
 pub mod watch;
 

@@ -61,9 +61,19 @@ pub struct Job {
 impl Job {
     /// A job for a live event.
     pub fn live(hosts: Arc<HostSet>, src: usize, name: Box<[u8]>, trigger: Trigger) -> Job {
-        Job { hosts, src, name, trigger, present: 0, scan: None }
+        Job {
+            hosts,
+            src,
+            name,
+            trigger,
+            present: 0,
+            scan: None,
+        }
     }
 }
+
+/// A file handed back to the settle tracker: host name and file name.
+pub type Deferred = (Arc<str>, Box<[u8]>);
 
 /// Progress and totals of one reconcile, shared by the workers doing its jobs.
 #[derive(Debug)]
@@ -72,7 +82,7 @@ pub struct ScanTally {
     /// through the settle rule instead of being linked now.
     pub settle: Duration,
     /// Where such files go (the event loop's settle tracker); `None`: skipped, reported.
-    pub defer: Option<Sender<(Arc<str>, Box<[u8]>)>>,
+    pub defer: Option<Sender<Deferred>>,
     pub report: Report,
     pub submitted: AtomicU64,
     pub done: AtomicU64,
@@ -84,7 +94,7 @@ pub struct ScanTally {
 }
 
 impl ScanTally {
-    pub fn new(settle: Duration, defer: Option<Sender<(Arc<str>, Box<[u8]>)>>, report: Report) -> ScanTally {
+    pub fn new(settle: Duration, defer: Option<Sender<Deferred>>, report: Report) -> ScanTally {
         ScanTally {
             settle,
             defer,
@@ -225,8 +235,14 @@ fn hint(e: Errno) -> &'static str {
 
 /// Whether the inode changed less than `settle` ago (ctime cannot be set by a client).
 fn changed_recently(st: &FileStat, settle: Duration) -> bool {
-    let ctime = UNIX_EPOCH + Duration::new(st.st_ctime.max(0) as u64, st.st_ctime_nsec.clamp(0, 999_999_999) as u32);
-    SystemTime::now().duration_since(ctime).map_or(true, |age| age < settle)
+    let ctime = UNIX_EPOCH
+        + Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    SystemTime::now()
+        .duration_since(ctime)
+        .map_or(true, |age| age < settle)
 }
 
 /// Fans one completed file out to every other host that should get it; logs, records.
@@ -244,11 +260,18 @@ pub fn fan_out(job: &Job) -> Outcome {
         Ok(x) => x,
         Err(why) => {
             match why {
-                NotLinked::Gone => log::debug!("{}/{name}: gone before it could be linked", src.name),
-                NotLinked::NotRegular(what) => {
-                    log::info!("{}/{name}: not linked: {what}, only regular files are", src.name)
+                NotLinked::Gone => {
+                    log::debug!("{}/{name}: gone before it could be linked", src.name)
                 }
-                NotLinked::SetId => log::warn!("{}/{name}: not linked: setuid/setgid file", src.name),
+                NotLinked::NotRegular(what) => {
+                    log::info!(
+                        "{}/{name}: not linked: {what}, only regular files are",
+                        src.name
+                    )
+                }
+                NotLinked::SetId => {
+                    log::warn!("{}/{name}: not linked: setuid/setgid file", src.name)
+                }
             }
             out.skipped = true;
             return out;
@@ -262,7 +285,10 @@ pub fn fan_out(job: &Job) -> Outcome {
             Some(tx) => {
                 let _ = tx.send((Arc::from(src.name.as_str()), job.name.clone()));
             }
-            None => println!("skipped {}/{name}: changed in the last {:?}, may still be written", src.name, scan.settle),
+            None => println!(
+                "skipped {}/{name}: changed in the last {:?}, may still be written",
+                src.name, scan.settle
+            ),
         }
         return out;
     }
@@ -270,7 +296,10 @@ pub fn fan_out(job: &Job) -> Outcome {
         Ok(Some(r)) if r.describes(st.st_ino, &job.name) => Some(r),
         Ok(_) => None,
         Err(e) => {
-            log::warn!("{}/{name}: cannot read its record ({e}); linking into every host", src.name);
+            log::warn!(
+                "{}/{name}: cannot read its record ({e}); linking into every host",
+                src.name
+            );
             None
         }
     };
@@ -305,7 +334,11 @@ pub fn fan_out(job: &Job) -> Outcome {
             }
             LinkResult::Conflict => {
                 out.conflicts += 1;
-                log::warn!("conflict: {}/{name} is another file than {}/{name}; left alone", dst.name, src.name);
+                log::warn!(
+                    "conflict: {}/{name} is another file than {}/{name}; left alone",
+                    dst.name,
+                    src.name
+                );
             }
             LinkResult::Failed(Errno::ENOENT) if fstat(&file).is_ok_and(|s| s.st_nlink == 0) => {
                 log::debug!("{}/{name}: deleted while being linked", src.name);
@@ -313,7 +346,14 @@ pub fn fan_out(job: &Job) -> Outcome {
             }
             LinkResult::Failed(e) => {
                 out.errors += 1;
-                log::error!("failed to link {}/{name} -> {}/{name}: {}: {}{}", src.name, dst.name, e, e.desc(), hint(e));
+                log::error!(
+                    "failed to link {}/{name} -> {}/{name}: {}: {}{}",
+                    src.name,
+                    dst.name,
+                    e,
+                    e.desc(),
+                    hint(e)
+                );
             }
         }
     }
@@ -324,7 +364,11 @@ pub fn fan_out(job: &Job) -> Outcome {
             Trigger::Scan => "reconcile",
         };
         match report {
-            Report::Log => log::info!("{}/{name} ({why}): linked into {}", src.name, linked.join(", ")),
+            Report::Log => log::info!(
+                "{}/{name} ({why}): linked into {}",
+                src.name,
+                linked.join(", ")
+            ),
             Report::Print => println!("linked {}/{name} -> {}", src.name, linked.join(", ")),
             Report::DryRun => println!("would link {}/{name} -> {}", src.name, linked.join(", ")),
         }
@@ -338,10 +382,18 @@ pub fn fan_out(job: &Job) -> Outcome {
             }
         }
         if names.len() != before || before == 0 {
-            let rec = crate::record::Record { ino: st.st_ino, name: job.name.to_vec(), hosts: names };
+            let rec = crate::record::Record {
+                ino: st.st_ino,
+                name: job.name.to_vec(),
+                hosts: names,
+            };
             if let Err(e) = crate::record::write(file.as_fd(), &rec) {
                 out.errors += 1;
-                log::error!("{}/{name}: cannot record the fan-out ({XATTR_NAME}): {e}", src.name, XATTR_NAME = "trusted.distlink");
+                log::error!(
+                    "{}/{name}: cannot record the fan-out ({XATTR_NAME}): {e}",
+                    src.name,
+                    XATTR_NAME = "trusted.distlink"
+                );
             }
         }
     }

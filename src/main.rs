@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             distlink::check::check(config).map(|summary| println!("{summary}"))
         }
+        Command::Sync { config, dry_run } => {
+            distlink::sync::sync(config, *dry_run).map(|summary| println!("{summary}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,11 +14,11 @@ use crate::linker::{Job, ScanTally, Trigger};
 use crossbeam_channel::Sender;
 use nix::dir::{Dir, Type};
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the scan knows about one name.
@@ -37,10 +37,19 @@ fn scan(hosts: &HostSet, rules: &NameRules) -> (HashMap<Box<[u8]>, Entry>, u64) 
     let mut names: HashMap<Box<[u8]>, Entry> = HashMap::new();
     let mut read = 0u64;
     for (i, host) in hosts.iter().enumerate() {
-        let dir = match Dir::openat(host.dir.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+        let dir = match Dir::openat(
+            host.dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(d) => d,
             Err(e) => {
-                log::error!("reconcile: cannot read {} ({}): {e}", host.path.display(), host.name);
+                log::error!(
+                    "reconcile: cannot read {} ({}): {e}",
+                    host.path.display(),
+                    host.name
+                );
                 continue;
             }
         };
@@ -48,7 +57,11 @@ fn scan(hosts: &HostSet, rules: &NameRules) -> (HashMap<Box<[u8]>, Entry>, u64) 
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    log::error!("reconcile: reading {} ({}): {e}", host.path.display(), host.name);
+                    log::error!(
+                        "reconcile: reading {} ({}): {e}",
+                        host.path.display(),
+                        host.name
+                    );
                     break;
                 }
             };
@@ -60,8 +73,11 @@ fn scan(hosts: &HostSet, rules: &NameRules) -> (HashMap<Box<[u8]>, Entry>, u64) 
             let regular = match entry.file_type() {
                 Some(Type::File) => true,
                 Some(_) => false,
-                None => fstatat(host.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG),
+                None => {
+                    fstatat(host.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+                    })
+                }
             };
             if !regular {
                 continue;
@@ -74,7 +90,14 @@ fn scan(hosts: &HostSet, rules: &NameRules) -> (HashMap<Box<[u8]>, Entry>, u64) 
                     }
                 }
                 None => {
-                    names.insert(name.into(), Entry { src: i as u8, ino, present: 1 << i });
+                    names.insert(
+                        name.into(),
+                        Entry {
+                            src: i as u8,
+                            ino,
+                            present: 1 << i,
+                        },
+                    );
                 }
             }
         }
@@ -95,7 +118,10 @@ pub fn run(
     progress: &mut dyn FnMut(&ScanTally),
 ) {
     let started = Instant::now();
-    log::info!("reconcile ({label}): scanning {} host directories", hosts.len());
+    log::info!(
+        "reconcile ({label}): scanning {} host directories",
+        hosts.len()
+    );
     let (names, read) = scan(&hosts, rules);
     let total = names.len() as u64;
     log::info!("reconcile ({label}): {read} entries read, {total} names to check");
@@ -135,14 +161,21 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(20));
     }
     progress(tally);
-    log::info!("reconcile ({label}) {}", summary(tally, total, started.elapsed()));
+    log::info!(
+        "reconcile ({label}) {}",
+        summary(tally, total, started.elapsed())
+    );
 }
 
 /// `done in 1.2s: 100 names, 40 files linked (200 links), 0 conflicts, 0 errors, 3 deferred`.
 pub fn summary(tally: &ScanTally, names: u64, took: Duration) -> String {
     format!(
         "{} in {:.1}s: {names} names checked, {} files linked ({} links), {} conflicts, {} errors, {} deferred to settle",
-        if tally.done.load(Ordering::Acquire) >= tally.submitted.load(Ordering::Relaxed) { "done" } else { "cancelled" },
+        if tally.done.load(Ordering::Acquire) >= tally.submitted.load(Ordering::Relaxed) {
+            "done"
+        } else {
+            "cancelled"
+        },
         took.as_secs_f64(),
         tally.files.load(Ordering::Relaxed),
         tally.links.load(Ordering::Relaxed),

@@ -109,12 +109,20 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = Record { ino: 42, name: b"we\xffird\nname".to_vec(), hosts: vec!["server".into(), "host 1".into()] };
+        let r = Record {
+            ino: 42,
+            name: b"we\xffird\nname".to_vec(),
+            hosts: vec!["server".into(), "host 1".into()],
+        };
         assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
         assert!(r.describes(42, b"we\xffird\nname"));
         assert!(!r.describes(43, b"we\xffird\nname"));
         assert!(r.has("host 1") && !r.has("host2"));
-        let empty = Record { ino: 1, name: b"x".to_vec(), hosts: vec![] };
+        let empty = Record {
+            ino: 1,
+            name: b"x".to_vec(),
+            hosts: vec![],
+        };
         assert_eq!(Record::decode(&empty.encode()), Some(empty));
     }
 

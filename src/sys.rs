@@ -155,7 +155,12 @@ pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<Option<u
     // SAFETY: `path` and `name` are NUL-terminated; `buf` is writable for `buf.len()`
     // bytes, the size passed; all outlive the call.
     let n = unsafe {
-        libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
     if n < 0 {
         let e = io::Error::last_os_error();
@@ -172,7 +177,13 @@ pub fn setxattr(path: &CStr, name: &CStr, value: &[u8]) -> io::Result<()> {
     // SAFETY: `path` and `name` are NUL-terminated; `value` is readable for its length,
     // the size passed; all outlive the call.
     let rc = unsafe {
-        libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());

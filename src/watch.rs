@@ -122,5 +122,8 @@ impl Watch {
 
 /// The kernel's current `max_queued_events` (0 if unreadable).
 pub fn queue_limit() -> u64 {
-    std::fs::read_to_string(MAX_QUEUED_EVENTS).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(MAX_QUEUED_EVENTS)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
