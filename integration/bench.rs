@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use util::{Daemon, Scratch};
 
 const LATENCY_SAMPLES: usize = 400;
+const RECONCILE_FILES: usize = 100_000;
+const RECONCILE_HOSTS: usize = 16;
 const BURST_FILES: usize = 10_000;
 const BURST_HOSTS: usize = 16;
 
@@ -206,6 +208,122 @@ fn burst() -> (Duration, String) {
     )
 }
 
+/// 100,000 files over 16 hosts, each file in its own host plus 7 others chosen by a fixed
+/// pattern: half of the 1,600,000 names are missing. Returns the missing (src, dst, i).
+fn reconcile_fixture(scratch: &Scratch) -> (Vec<PathBuf>, Vec<(u8, u8, u32)>) {
+    let hosts = scratch.hosts(RECONCILE_HOSTS);
+    let fds: Vec<_> = hosts.iter().map(|h| util_open(h)).collect();
+    let mut missing = Vec::new();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..RECONCILE_FILES {
+        let src = i % RECONCILE_HOSTS;
+        let name = format!("dist-{i:06}.tar.gz");
+        fs::write(hosts[src].join(&name), b"x").unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // 7 of the 15 others, from the bits of rng.
+        let mut chosen = 0;
+        for k in 1..RECONCILE_HOSTS {
+            let dst = (src + k) % RECONCILE_HOSTS;
+            let take = chosen < 7 && ((rng >> k) & 1 == 1 || RECONCILE_HOSTS - k <= 7 - chosen);
+            if take {
+                chosen += 1;
+                nix::unistd::linkat(
+                    &fds[src],
+                    name.as_str(),
+                    &fds[dst],
+                    name.as_str(),
+                    nix::fcntl::AtFlags::empty(),
+                )
+                .unwrap();
+            } else {
+                missing.push((src as u8, dst as u8, i as u32));
+            }
+        }
+    }
+    (hosts, missing)
+}
+
+/// The floor: read every host directory once, then the missing `linkat` calls.
+fn reconcile_floor() -> Duration {
+    let scratch = Scratch::tmpfs("bench-reconcile-floor");
+    let (hosts, missing) = reconcile_fixture(&scratch);
+    let fds: Vec<_> = hosts.iter().map(|h| util_open(h)).collect();
+    let t0 = Instant::now();
+    let mut entries = 0usize;
+    for fd in &fds {
+        let dir = nix::dir::Dir::openat(
+            fd,
+            ".",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        entries += dir.into_iter().count();
+    }
+    for (src, dst, i) in &missing {
+        let name = format!("dist-{i:06}.tar.gz");
+        nix::unistd::linkat(
+            &fds[*src as usize],
+            name.as_str(),
+            &fds[*dst as usize],
+            name.as_str(),
+            nix::fcntl::AtFlags::empty(),
+        )
+        .unwrap();
+    }
+    let took = t0.elapsed();
+    assert_eq!(
+        entries,
+        RECONCILE_FILES * RECONCILE_HOSTS / 2 + 2 * RECONCILE_HOSTS
+    );
+    took
+}
+
+fn reconcile() -> (Duration, String) {
+    let scratch = Scratch::tmpfs("bench-reconcile");
+    let (hosts, missing) = reconcile_fixture(&scratch);
+    // Files older than the settle time are linked at once, not deferred.
+    let config = scratch.config_for(&hosts, "settle: 10ms\n");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(20) {
+        std::thread::yield_now();
+    }
+    let daemon = Daemon::start(&scratch, &config);
+    assert!(
+        daemon.wait_log("reconcile (start-up) done"),
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reconcile (start-up) done"))
+        .unwrap()
+        .to_owned();
+    let secs: f64 = line
+        .split("done in ")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let mem = vm_hwm(daemon.pid());
+    for h in &hosts {
+        assert_eq!(
+            fs::read_dir(h).unwrap().count(),
+            RECONCILE_FILES,
+            "{}",
+            h.display()
+        );
+    }
+    drop(daemon);
+    (
+        Duration::from_secs_f64(secs),
+        format!("{} links made; daemon peak RSS {mem}", missing.len()),
+    )
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list
@@ -222,6 +340,14 @@ fn main() {
     }
     let floor = floor();
     let (burst, note) = burst();
+    let rfloor = reconcile_floor();
+    let (rtime, rnote) = reconcile();
+    println!(
+        "reconcile {RECONCILE_FILES} files x {RECONCILE_HOSTS} hosts, half the links missing: distlink {}  floor (readdir + linkat) {}  ratio {:.2}x ({rnote})",
+        ms(rtime),
+        ms(rfloor),
+        rtime.as_secs_f64() / rfloor.as_secs_f64()
+    );
     println!(
         "burst    {BURST_FILES} files x {} links: distlink {}  floor (plain linkat loop) {}  ratio {:.2}x {note}",
         BURST_HOSTS - 1,

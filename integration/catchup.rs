@@ -317,3 +317,65 @@ fn a_host_directory_removed_and_recreated_is_picked_up() {
         "a file host2 cleaned came back"
     );
 }
+
+#[test]
+fn sync_links_what_is_missing_and_dry_run_links_nothing() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("sync");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, "settle: 50ms\n");
+    fs::write(hosts[0].join("a b.tar.gz"), b"a").unwrap();
+    fs::write(hosts[1].join("c.tar.gz"), b"c").unwrap();
+    fs::write(hosts[1].join("c.tar.gz.__download__"), b"partial").unwrap();
+    // Files changed within the settle time are skipped: let 50 ms pass.
+    let t = std::time::Instant::now();
+    assert!(wait_until(DEADLINE, || t.elapsed()
+        > std::time::Duration::from_millis(60)));
+    let run = |dry: bool| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["sync", "--config"]).arg(&config);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dry = run(true);
+    assert!(
+        dry.contains("would link host0/a b.tar.gz -> host1, host2"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("would link host1/c.tar.gz -> host0, host2"),
+        "{dry}"
+    );
+    assert!(dry.contains("(dry run: nothing linked)"), "{dry}");
+    assert!(!exists(&hosts[1].join("a b.tar.gz")));
+    let real = run(false);
+    assert!(
+        real.contains("linked host0/a b.tar.gz -> host1, host2"),
+        "{real}"
+    );
+    assert!(real.contains("2 files linked (4 links)"), "{real}");
+    assert!(linked_everywhere(
+        &hosts[0].join("a b.tar.gz"),
+        &hosts,
+        "a b.tar.gz".as_ref()
+    ));
+    assert!(!exists(&hosts[0].join("c.tar.gz.__download__")));
+    // Deleted in one host after the sync: a second sync leaves it deleted.
+    fs::remove_file(hosts[2].join("c.tar.gz")).unwrap();
+    let t = std::time::Instant::now();
+    assert!(wait_until(DEADLINE, || t.elapsed()
+        > std::time::Duration::from_millis(60)));
+    let again = run(false);
+    assert!(again.contains("0 files linked"), "{again}");
+    assert!(!exists(&hosts[2].join("c.tar.gz")));
+}

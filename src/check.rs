@@ -13,6 +13,7 @@ use std::path::Path;
 pub fn check(config_path: &Path) -> Result<String, Error> {
     let config = Config::load(config_path)?;
     let hosts = HostSet::open(&config)?;
+    hosts.check_records()?;
     // Opening the group and marking proves kernel support and privileges; dropping it
     // removes the mark again.
     drop(Watch::open(&hosts, config.unlimited_queue)?);

@@ -74,6 +74,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     //    is started, and the directories stay open as descriptors from here on.
     let config = Config::load(config_path)?;
     let hosts = Arc::new(HostSet::open(&config)?);
+    hosts.check_records()?;
 
     // 2. Block the control signals before any thread exists, so every thread inherits
     //    the mask and they only ever arrive through the signalfd the event loop polls.

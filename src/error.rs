@@ -16,6 +16,11 @@ pub enum Error {
         source: io::Error,
         hint: &'static str,
     },
+    /// The filesystem cannot keep fan-out records (trusted extended attributes).
+    Records {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
 }
@@ -48,6 +53,12 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::Records { path, .. } => write!(
+                f,
+                "the filesystem of {} cannot keep distlink's fan-out records (trusted.* extended \
+                 attributes; tmpfs, ext4, xfs and btrfs can)",
+                path.display()
+            ),
             Error::Setup { what, .. } => write!(f, "{what} failed"),
         }
     }
@@ -57,7 +68,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Config(e) => e.source(),
-            Error::Fanotify { source, .. } | Error::Setup { source, .. } => Some(source),
+            Error::Fanotify { source, .. }
+            | Error::Setup { source, .. }
+            | Error::Records { source, .. } => Some(source),
         }
     }
 }

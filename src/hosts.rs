@@ -224,6 +224,19 @@ impl HostSet {
         self.hosts.iter().map(|h| &**h)
     }
 
+    /// Checks that the shared filesystem can keep fan-out records.
+    pub fn check_records(&self) -> Result<(), crate::error::Error> {
+        match self.hosts.first() {
+            Some(h) => crate::record::supported(h.dir.as_fd()).map_err(|source| {
+                crate::error::Error::Records {
+                    path: h.path.clone(),
+                    source,
+                }
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// An object on the shared filesystem, for the filesystem-wide fanotify mark.
     pub fn any_dir(&self) -> BorrowedFd<'_> {
         self.hosts[0].dir.as_fd()

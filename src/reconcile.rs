@@ -170,7 +170,7 @@ pub fn run(
 /// `done in 1.2s: 100 names, 40 files linked (200 links), 0 conflicts, 0 errors, 3 deferred`.
 pub fn summary(tally: &ScanTally, names: u64, took: Duration) -> String {
     format!(
-        "{} in {:.1}s: {names} names checked, {} files linked ({} links), {} conflicts, {} errors, {} deferred to settle",
+        "{} in {:.2}s: {names} names checked, {} files linked ({} links), {} conflicts, {} errors, {} deferred to settle",
         if tally.done.load(Ordering::Acquire) >= tally.submitted.load(Ordering::Relaxed) {
             "done"
         } else {

@@ -103,6 +103,17 @@ pub fn write(fd: BorrowedFd<'_>, record: &Record) -> io::Result<()> {
     sys::setxattr(&proc_path(fd), XATTR, &record.encode())
 }
 
+/// Whether the filesystem of `dir` can keep records: asks for the attribute on the
+/// directory itself, which changes nothing (`ENODATA` means supported).
+pub fn supported(dir: BorrowedFd<'_>) -> io::Result<()> {
+    let mut buf = [0u8; 64];
+    match sys::getxattr(&proc_path(dir), XATTR, &mut buf) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

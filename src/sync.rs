@@ -16,6 +16,7 @@ use std::time::Instant;
 pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let config = Config::load(config_path)?;
     let hosts = Arc::new(HostSet::open(&config)?);
+    hosts.check_records()?;
     let counters = Arc::new(Counters::default());
     let linker = Linker::start(config.workers, Arc::clone(&counters))
         .map_err(|e| Error::setup("starting linker threads", e))?;
