@@ -15,6 +15,9 @@
 //!   under its final name once it has been quiet for `settle`; temporaries never.
 //! * [`linker`]: worker threads link the checked inode with `linkat(AT_EMPTY_PATH)`.
 //! * [`daemon`]: start-up sequence and the event loop; [`check`]: `distlink check`.
+//! * [`record`]: the fan-out record on each inode (`trusted.distlink`), which tells a
+//!   missed download from a deliberate deletion; [`reconcile`]: the rescan used at
+//!   start-up, after an overflow, for new hosts and by [`sync`].
 //! * [`sys`]: the only module with `unsafe`.
 //!
 //! # Known problems
@@ -25,8 +28,9 @@
 //! * A file written under its final name with pauses longer than `settle` is linked at
 //!   the first long pause. Portage never does this (it renames `.__download__`); other
 //!   writers should write a temporary name and rename, or raise `settle`.
-//! * Events that arrive while the daemon is stopped, or that the kernel drops when its
-//!   queue overflows, are not caught up yet (a start-up and overflow rescan is planned).
+//! * A fan-out cut short by a crash is completed by the next reconcile; a host that
+//!   deleted the partly linked name in that window gets it back (the record on the inode
+//!   is written after the links, never before).
 //! * Subdirectories (VCS checkouts such as `git3-src`) are not linked: their files are
 //!   changed in place, and sharing inodes between hosts' checkouts would let one host's
 //!   `git gc` rewrite another's.
