@@ -4,4 +4,5 @@
 mod catchup;
 mod config_errors;
 mod fanout;
+mod nfs;
 mod util;
