@@ -3,9 +3,8 @@
 //!
 //! Each test gets its own tmpfs, ganesha instance (its own ports, config, log and pid
 //! file under the test's scratch directory) and daemon. Server starts and stops are
-//! serialised (NFSv3 registers with the one rpcbind of the machine). A detached
-//! `guard.sh` stops the server and unmounts the tmpfs if the test binary dies without
-//! cleaning up (interrupted).
+//! serialised (NFSv3 registers with the one rpcbind of the machine). If the test binary
+//! dies without cleaning up, the scratch directory's `guard.sh` stops the server.
 
 use crate::util::*;
 use std::collections::HashMap;
@@ -59,7 +58,6 @@ fn nfs_put() -> &'static Path {
 pub struct Nfs {
     state: PathBuf,
     env: HashMap<String, String>,
-    guard: Child,
 }
 
 impl Nfs {
@@ -69,16 +67,6 @@ impl Nfs {
         let n = PORT.fetch_add(1, Ordering::SeqCst);
         let port = 30_049 + 2 * n;
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let guard = Command::new("setsid")
-            .arg(format!("{HARNESS}/guard.sh"))
-            .arg(std::process::id().to_string())
-            .arg(&state)
-            .arg(scratch.fs())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("guard.sh");
         let out = Command::new(format!("{HARNESS}/start.sh"))
             .arg(scratch.fs())
             .arg(&state)
@@ -89,7 +77,6 @@ impl Nfs {
         let mut nfs = Nfs {
             state,
             env: HashMap::new(),
-            guard,
         };
         assert!(
             out.status.success(),
@@ -148,8 +135,6 @@ impl Drop for Nfs {
         let _ = Command::new(format!("{HARNESS}/stop.sh"))
             .arg(&self.state)
             .status();
-        let _ = self.guard.kill();
-        let _ = self.guard.wait();
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();

@@ -66,6 +66,8 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 pub struct Scratch {
     pub root: PathBuf,
     mounts: Vec<PathBuf>,
+    /// `guard.sh`: cleans up if this process dies without running `Drop`.
+    guard: Option<Child>,
 }
 
 impl Scratch {
@@ -76,9 +78,19 @@ impl Scratch {
             std::env::temp_dir().join(format!("distlink-it-{}-{n}-{test}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
+        let guard = Command::new("setsid")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/integration/guard.sh"))
+            .arg(std::process::id().to_string())
+            .arg(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
         Scratch {
             root,
             mounts: Vec::new(),
+            guard,
         }
     }
 
@@ -165,6 +177,10 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            let _ = g.kill();
+            let _ = g.wait();
+        }
         for m in self.mounts.iter().rev() {
             let ok = Command::new("umount")
                 .arg(m)
