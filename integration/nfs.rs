@@ -217,7 +217,12 @@ fn portage_over(v: V) {
         wait_linked(&w.hosts, 1, "pkg-1.0.tar.gz"),
         "not fanned out over {v:?}"
     );
-    let promptly = rec.first(0, b"pkg-1.0.tar.gz").unwrap();
+    let promptly = rec.first(0, b"pkg-1.0.tar.gz").unwrap_or_else(|| {
+        panic!(
+            "inotify never reported host0/pkg-1.0.tar.gz; it saw {:?}",
+            rec.seen()
+        )
+    });
     assert!(promptly >= started);
     // Linked at the rename, not after a settle time.
     assert!(
