@@ -450,11 +450,18 @@ impl Recorder {
     }
 
     /// When `name` first appeared in directory `dir`.
+    ///
+    /// Waits (with the deadline) for the recording thread to have read it: a test that
+    /// saw the name with `stat` may get here before the thread read the event.
     pub fn first(&self, dir: usize, name: &[u8]) -> Option<Instant> {
-        self.seen()
-            .into_iter()
-            .find(|(d, n, _)| *d == dir && n == name)
-            .map(|(_, _, t)| t)
+        let find = || {
+            self.seen()
+                .into_iter()
+                .find(|(d, n, _)| *d == dir && n == name)
+                .map(|(_, _, t)| t)
+        };
+        wait_until(DEADLINE, || find().is_some());
+        find()
     }
 
     /// Stops recording and returns everything seen.
