@@ -106,9 +106,8 @@ pub fn name_to_handle_at(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<Handle>
     })
 }
 
-/// The filesystem ID (`statfs.f_fsid`) of the filesystem `fd` is on, as the 8 raw bytes
-/// fanotify puts in its info records.
-pub fn fsid(fd: BorrowedFd<'_>) -> io::Result<[u8; 8]> {
+/// `fstatfs(2)`.
+fn statfs(fd: BorrowedFd<'_>) -> io::Result<libc::statfs> {
     let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
     // SAFETY: `st` is a writable `struct statfs` that outlives the call.
     let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) };
@@ -116,36 +115,29 @@ pub fn fsid(fd: BorrowedFd<'_>) -> io::Result<[u8; 8]> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fstatfs succeeded, so it filled the whole struct (and it was zeroed before).
-    let st = unsafe { st.assume_init() };
+    Ok(unsafe { st.assume_init() })
+}
+
+/// The filesystem ID (`statfs.f_fsid`) of the filesystem `fd` is on, as the 8 raw bytes
+/// fanotify puts in its info records.
+pub fn fsid(fd: BorrowedFd<'_>) -> io::Result<[u8; 8]> {
+    let st = statfs(fd)?;
     // `fsid_t` keeps its two ints private; it is plain data of exactly 8 bytes, so read it
     // byte-wise through a pointer to the field.
-    let mut out = [0u8; 8];
-    let field = &st.f_fsid;
     const _: () = assert!(std::mem::size_of::<libc::fsid_t>() == 8);
-    // SAFETY: `field` points to 8 initialised bytes (asserted above) and `out` has room for
-    // 8; the two do not overlap.
+    let mut out = [0u8; 8];
+    // SAFETY: the field is 8 initialised bytes (asserted above) and `out` has room for 8;
+    // the two do not overlap.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            (field as *const libc::fsid_t).cast::<u8>(),
-            out.as_mut_ptr(),
-            8,
-        );
+        std::ptr::copy_nonoverlapping((&raw const st.f_fsid).cast::<u8>(), out.as_mut_ptr(), 8);
     }
     Ok(out)
 }
 
 /// `statfs.f_type` (the filesystem magic) of the filesystem `fd` is on.
 pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: `st` is a writable `struct statfs` that outlives the call.
-    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatfs succeeded, so it filled the whole struct.
-    let st = unsafe { st.assume_init() };
     #[allow(clippy::unnecessary_cast)] // f_type is i64 on some targets, u32/i32 on others
-    Ok(st.f_type as i64)
+    Ok(statfs(fd)?.f_type as i64)
 }
 
 /// `getxattr(2)` of the extended attribute `name` on `path` (following symlinks: used on
