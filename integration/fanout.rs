@@ -399,3 +399,38 @@ fn sigterm_finishes_and_exits_zero() {
     let status = s.daemon.stop();
     assert_eq!(status.code(), Some(0), "{log_before}");
 }
+
+#[test]
+fn link_errors_are_logged_and_the_daemon_carries_on() {
+    if !require_root() {
+        return;
+    }
+    // tmpfs counts every extra hardlink against nr_inodes: with 12, the links run out.
+    let mut scratch = Scratch::new("enospc");
+    let fs_ = scratch.mount_tmpfs_with("fs", "size=16m,nr_inodes=12");
+    assert_eq!(fs_, scratch.fs());
+    let s = setup(scratch, 3, &settle_line());
+    let mut fill = Vec::new();
+    for i in 0.. {
+        let p = s.hosts[0].join(format!(".fill{i}"));
+        if fs::write(&p, b"").is_err() {
+            break;
+        }
+        fill.push(p);
+    }
+    fs::remove_file(fill.pop().unwrap()).unwrap();
+    portage_download(&s.hosts[0], "nospace.tar.gz", b"x");
+    assert!(
+        s.daemon
+            .wait_log("failed to link host0/nospace.tar.gz -> host1/nospace.tar.gz: ENOSPC")
+    );
+    assert!(s.daemon.wait_log("(no room for another directory entry)"));
+    for p in fill {
+        fs::remove_file(p).unwrap();
+    }
+    portage_download(&s.hosts[1], "after.tar.gz", b"y");
+    assert!(
+        wait_linked(&s.hosts, 1, "after.tar.gz"),
+        "the daemon did not carry on"
+    );
+}

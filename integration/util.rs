@@ -123,10 +123,15 @@ impl Scratch {
 
     /// Mounts another tmpfs at `root/rel`.
     pub fn mount_tmpfs(&mut self, rel: &str) -> PathBuf {
+        self.mount_tmpfs_with(rel, "size=512m")
+    }
+
+    /// Mounts a tmpfs with mount options `opts` at `root/rel`.
+    pub fn mount_tmpfs_with(&mut self, rel: &str, opts: &str) -> PathBuf {
         let mnt = self.root.join(rel);
         fs::create_dir_all(&mnt).unwrap();
         run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=512m", "distlink-it"])
+            .args(["-t", "tmpfs", "-o", opts, "distlink-it"])
             .arg(&mnt));
         self.mounts.push(mnt.clone());
         mnt
