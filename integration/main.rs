@@ -5,4 +5,5 @@ mod catchup;
 mod config_errors;
 mod fanout;
 mod nfs;
+mod service;
 mod util;

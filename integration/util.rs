@@ -247,6 +247,12 @@ impl Daemon {
         let sock_path = scratch.root.join(format!("notify-{n}.sock"));
         let log = scratch.root.join(format!("daemon-{n}.log"));
         let sock = UnixDatagram::bind(&sock_path).unwrap();
+        // The daemon may have switched to another user (`user:`) when it reports.
+        fs::set_permissions(
+            &sock_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let child = Command::new(BIN)
@@ -503,7 +509,7 @@ pub fn check(config: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// Hosts named in the fan-out record (`trusted.distlink`) of `path`.
+/// Hosts named in the fan-out record (`user.distlink`) of `path`.
 pub fn recorded_hosts(path: &Path) -> Vec<String> {
     let mut buf = vec![0u8; 8192];
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
@@ -521,7 +527,7 @@ pub fn recorded_hosts(path: &Path) -> Vec<String> {
 }
 
 fn nix_getxattr(path: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
-    distlink::sys::getxattr(path, c"trusted.distlink", buf)
+    distlink::sys::getxattr(path, c"user.distlink", buf)
         .ok()
         .flatten()
 }
@@ -569,4 +575,20 @@ pub fn setup(scratch: Scratch, n: usize, extra: &str) -> Setup {
         hosts,
         scratch,
     }
+}
+
+/// A `Cap*:` or other line of `/proc/PID/status`, parsed as hex where it is a mask.
+pub fn proc_status(pid: i32, key: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+pub fn cap_mask(pid: i32, key: &str) -> u64 {
+    u64::from_str_radix(&proc_status(pid, key), 16).unwrap()
 }

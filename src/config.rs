@@ -43,7 +43,18 @@ pub struct Config {
     pub ignore: Vec<Glob>,
     /// Ask for a fanotify queue without the kernel's `max_queued_events` limit.
     pub unlimited_queue: bool,
+    /// Link as this user (e.g. `portage`) instead of root with a reduced capability set.
+    pub user: Option<String>,
+    /// Where the daemon writes its status for `distlink status`.
+    pub state_file: PathBuf,
+    /// Optional Prometheus node-exporter textfile with the same counters.
+    pub prometheus_textfile: Option<PathBuf>,
+    /// `--log-level` when the command line does not give one.
+    pub log_level: Option<String>,
 }
+
+/// Default status file.
+pub const DEFAULT_STATE_FILE: &str = "/run/distlink/status";
 
 /// One `hosts:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +169,10 @@ struct Raw {
     settle: Option<Spanned<RawDuration>>,
     ignore: Option<Vec<Spanned<String>>>,
     unlimited_queue: Option<bool>,
+    user: Option<String>,
+    state_file: Option<Spanned<String>>,
+    prometheus_textfile: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
 }
 
 /// `hosts:` in file order (a plain map would lose the order, which logs follow).
@@ -385,6 +400,37 @@ impl Config {
             }
         }
 
+        let mut absolute = |key: &str, v: Option<Spanned<String>>| -> Option<PathBuf> {
+            let v = v?;
+            if Path::new(&v.value).is_absolute() {
+                Some(PathBuf::from(&v.value))
+            } else {
+                problems.push(Problem::new(
+                    Some(Location::of(&v)),
+                    format!("{key} must be an absolute path, not {:?}", v.value),
+                ));
+                None
+            }
+        };
+        let state_file = absolute("state_file", raw.state_file)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE));
+        let prometheus_textfile = absolute("prometheus_textfile", raw.prometheus_textfile);
+        let log_level = match raw.log_level {
+            Some(l) if ["error", "warn", "info", "debug"].contains(&l.value.as_str()) => {
+                Some(l.value)
+            }
+            Some(l) => {
+                problems.push(Problem::new(
+                    Some(Location::of(&l)),
+                    format!(
+                        "log_level must be error, warn, info or debug, not {:?}",
+                        l.value
+                    ),
+                ));
+                None
+            }
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -398,6 +444,10 @@ impl Config {
             settle,
             ignore,
             unlimited_queue: raw.unlimited_queue.unwrap_or(true),
+            user: raw.user,
+            state_file,
+            prometheus_textfile,
+            log_level,
         })
     }
 }
@@ -524,7 +574,7 @@ mod tests {
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
-            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue"
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, prometheus_textfile, log_level"
         );
         assert!(
             yaml("hosts:\n  a: /a\n  a: /b\n")

@@ -85,8 +85,21 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     //    queued for us, so anything written after READY=1 below cannot be missed.
     let watch = Watch::open(&hosts, config.unlimited_queue)?;
 
-    // 4. Only now the linker threads: they need no privilege beyond linking, and they
-    //    start with the signal mask from step 2.
+    // 4. Drop every privilege linking does not need (see privs.rs), before any other
+    //    thread exists: capabilities are per thread and inherited.
+    let kept = crate::privs::drop_privileges(config.user.as_deref())?;
+    log::info!(
+        "privileges dropped: capabilities kept: {}; no_new_privs set{}",
+        crate::privs::describe(&kept),
+        config
+            .user
+            .as_ref()
+            .map(|u| format!("; linking as user {u}"))
+            .unwrap_or_default()
+    );
+
+    // 5. Only now the linker threads: they need no privilege beyond linking, and they
+    //    start with the signal mask from step 2 and the capabilities from step 4.
     let counters = Arc::new(Counters::default());
     let linker = Linker::start(config.workers, Arc::clone(&counters))
         .map_err(|e| Error::setup("starting linker threads", e))?;
@@ -112,7 +125,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     };
     daemon.log_start();
 
-    // 5. Tell the service manager: the mark is in place.
+    // 6. Tell the service manager: the mark is in place.
     let status = format!(
         "READY=1\nSTATUS=watching {} host directories",
         daemon.hosts.len()
@@ -121,7 +134,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         log::warn!("cannot notify the service manager ($NOTIFY_SOCKET): {e}");
     }
 
-    // 6. Catch up with what changed while distlink was not running. The mark is already
+    // 7. Catch up with what changed while distlink was not running. The mark is already
     //    in place, so events arriving during the scan are queued, not lost.
     daemon.request_reconcile("start-up");
 

@@ -16,7 +16,7 @@ pub enum Error {
         source: io::Error,
         hint: &'static str,
     },
-    /// The filesystem cannot keep fan-out records (trusted extended attributes).
+    /// The filesystem cannot keep fan-out records (`user.*` extended attributes).
     Records {
         path: std::path::PathBuf,
         source: io::Error,
@@ -55,7 +55,7 @@ impl fmt::Display for Error {
             }
             Error::Records { path, .. } => write!(
                 f,
-                "the filesystem of {} cannot keep distlink's fan-out records (trusted.* extended \
+                "the filesystem of {} cannot keep distlink's fan-out records (user.* extended \
                  attributes; tmpfs, ext4, xfs and btrfs can)",
                 path.display()
             ),

@@ -15,7 +15,7 @@
 //!   under its final name once it has been quiet for `settle`; temporaries never.
 //! * [`linker`]: worker threads link the checked inode with `linkat(AT_EMPTY_PATH)`.
 //! * [`daemon`]: start-up sequence and the event loop; [`check`]: `distlink check`.
-//! * [`record`]: the fan-out record on each inode (`trusted.distlink`), which tells a
+//! * [`record`]: the fan-out record on each inode (`user.distlink`), which tells a
 //!   missed download from a deliberate deletion; [`reconcile`]: the rescan used at
 //!   start-up, after an overflow, for new hosts and by [`sync`].
 //! * [`sys`]: the only module with `unsafe`.
@@ -49,6 +49,7 @@ pub mod hosts;
 pub mod linker;
 pub mod logging;
 pub mod notify;
+pub mod privs;
 pub mod reconcile;
 pub mod record;
 pub mod sync;

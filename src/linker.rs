@@ -392,7 +392,7 @@ pub fn fan_out(job: &Job) -> Outcome {
                 log::error!(
                     "{}/{name}: cannot record the fan-out ({XATTR_NAME}): {e}",
                     src.name,
-                    XATTR_NAME = "trusted.distlink"
+                    XATTR_NAME = "user.distlink"
                 );
             }
         }

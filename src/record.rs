@@ -3,7 +3,7 @@
 //! When distlink starts and finds `foo.tar.gz` in `host1/` but not in `host2/`, either it
 //! was downloaded while distlink was down (link it), or host2 cleaned it (leave it). The
 //! record tells them apart: after a file has been linked into every host, distlink sets
-//! the extended attribute `trusted.distlink` on the inode, naming the file and the hosts
+//! the extended attribute `user.distlink` on the inode, naming the file and the hosts
 //! that had it. A host named in the record that lacks the name deleted it on purpose; a
 //! host not named (added since, or a fan-out cut short) gets the link.
 //!
@@ -15,8 +15,12 @@
 //!   links that exist. On journalling filesystems (ext4, xfs, btrfs) metadata operations
 //!   reach the disk in order, so after power loss too a record never claims a link that
 //!   is not there. There is no second store to keep consistent with the tree.
-//! * `trusted.*` attributes need CAP_SYS_ADMIN: NFS clients (who can only reach `user.*`)
-//!   cannot forge or remove them.
+//! * It is a `user.*` attribute, so writing it needs only what linking needs (write
+//!   access to the file: distlink keeps CAP_DAC_OVERRIDE or runs as the owner), not
+//!   CAP_SYS_ADMIN, which distlink drops after start-up. The price: an NFSv4.2 client
+//!   with user-xattr support can read or change it on its own names. Changing it can
+//!   only make distlink link a file into a host that had deleted it, or skip a host on a
+//!   later reconcile; it can never make distlink write outside a host directory.
 //! * The record names the inode number and the file name: a copy made with its
 //!   attributes (`rsync -X`, `cp -a` as root) or a renamed name does not count as
 //!   fanned out.
@@ -27,7 +31,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// The attribute name.
-pub const XATTR: &CStr = c"trusted.distlink";
+pub const XATTR: &CStr = c"user.distlink";
 const MAGIC: &[u8] = b"distlink1";
 /// Largest record read back (a record for 64 hosts with long names fits easily).
 const MAX_LEN: usize = 8192;

@@ -1,0 +1,84 @@
+//! Least privilege: after the fanotify group and its mark exist, keep only what linking
+//! needs.
+//!
+//! Kept (and nothing else, in the effective, permitted and bounding sets):
+//! * `CAP_FOWNER`: `fs.protected_hardlinks=1` refuses to link a file one does not own
+//!   without it, and Portage's files belong to `portage`.
+//! * `CAP_DAC_READ_SEARCH`: `linkat(fd, "", …, AT_EMPTY_PATH)` (linking exactly the
+//!   checked inode) needs it; it also lets distlink read every host directory.
+//! * `CAP_DAC_OVERRIDE`: create names in host directories it does not own (a host
+//!   directory is often `portage:portage 0775`) and write the record attribute on files
+//!   of other users. Not needed, and dropped, when linking runs as the owner (`user:`).
+//!
+//! Dropped, among all others: `CAP_SYS_ADMIN`. It was needed only for the filesystem
+//! mark and the unlimited queue, both in place by then. Consequence: a SIGHUP that moves
+//! the host directories to another filesystem (a new mark) needs a restart.
+//!
+//! Also: `no_new_privs`, an empty inheritable and ambient set, and with `user:` the
+//! switch to that user (with `PR_SET_KEEPCAPS` so the kept set survives `setuid`).
+
+use crate::error::Error;
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::User;
+
+/// What `drop_privileges` kept, for the log.
+pub fn describe(set: &CapsHashSet) -> String {
+    let mut names: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+    names.sort();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn cap_err(what: &str, e: caps::errors::CapsError) -> Error {
+    Error::setup(what.to_owned(), std::io::Error::other(e.to_string()))
+}
+
+/// Drops to the capabilities linking needs, optionally as `user`. Call once, from the
+/// thread that will spawn every other (capabilities are per thread and inherited).
+/// Returns the set kept.
+pub fn drop_privileges(user: Option<&str>) -> Result<CapsHashSet, Error> {
+    let mut keep: CapsHashSet = [Capability::CAP_FOWNER, Capability::CAP_DAC_READ_SEARCH]
+        .into_iter()
+        .collect();
+    if user.is_none() {
+        keep.insert(Capability::CAP_DAC_OVERRIDE);
+    }
+    // The bounding set first: it needs CAP_SETPCAP, which goes with the permitted set.
+    for cap in caps::all() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| cap_err("dropping capabilities from the bounding set", e))?;
+        }
+    }
+    if let Some(name) = user {
+        let u = User::from_name(name)
+            .map_err(|e| Error::setup(format!("looking up user {name}"), e))?
+            .ok_or_else(|| {
+                Error::setup(
+                    format!("user {name}"),
+                    std::io::Error::other("no such user"),
+                )
+            })?;
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| Error::setup("PR_SET_KEEPCAPS", e))?;
+        nix::unistd::setgroups(&[u.gid]).map_err(|e| Error::setup("setgroups", e))?;
+        nix::unistd::setresgid(u.gid, u.gid, u.gid).map_err(|e| Error::setup("setresgid", e))?;
+        nix::unistd::setresuid(u.uid, u.uid, u.uid).map_err(|e| Error::setup("setresuid", e))?;
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| Error::setup("PR_SET_KEEPCAPS", e))?;
+        // setuid made the process non-dumpable, which closes /proc/self/fd (used to read
+        // and write the records) to its own user.
+        nix::sys::prctl::set_dumpable(true).map_err(|e| Error::setup("PR_SET_DUMPABLE", e))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| cap_err("clearing ambient capabilities", e))?;
+    caps::clear(None, CapSet::Inheritable)
+        .map_err(|e| cap_err("clearing inheritable capabilities", e))?;
+    // Effective first: it must stay a subset of permitted at every step.
+    caps::set(None, CapSet::Effective, &keep)
+        .map_err(|e| cap_err("setting effective capabilities", e))?;
+    caps::set(None, CapSet::Permitted, &keep)
+        .map_err(|e| cap_err("setting permitted capabilities", e))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| Error::setup("PR_SET_NO_NEW_PRIVS", e))?;
+    Ok(keep)
+}
