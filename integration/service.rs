@@ -75,3 +75,73 @@ fn linking_as_an_unprivileged_user() {
         "no record written as nobody"
     );
 }
+
+#[test]
+fn status_reports_the_running_daemon_and_its_counters() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("status");
+    let hosts = scratch.hosts(3);
+    let prom = scratch.root.join("distlink.prom");
+    let config = scratch.config_for(
+        &hosts,
+        &format!("settle: 300ms\nprometheus_textfile: {}\n", prom.display()),
+    );
+    let status = || {
+        let out = std::process::Command::new(BIN)
+            .args(["status", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = status();
+    assert_eq!(code, Some(1), "no status file yet: {text}");
+    assert!(
+        text.contains("has distlink run with this configuration?"),
+        "{text}"
+    );
+
+    let d = Daemon::start(&scratch, &config);
+    portage_download(&hosts[0], "counted.tar.gz", b"12345");
+    assert!(wait_linked(&hosts, 0, "counted.tar.gz"));
+    // The status file is rewritten every few seconds and after each reconcile.
+    assert!(
+        wait_until(DEADLINE, || status()
+            .1
+            .contains("1 files fanned out, 2 links made")),
+        "{}",
+        status().1
+    );
+    let (code, text) = status();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("distlink is running (pid {})", d.pid())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("host1: {}", hosts[1].display())),
+        "{text}"
+    );
+    assert!(text.contains("last reconcile: 20"), "{text}");
+    assert!(text.contains("0 conflicts, 0 errors"), "{text}");
+    let mode = fs::metadata(scratch.root.join("run")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o700, "status directory readable by others");
+    let metrics = fs::read_to_string(&prom).unwrap();
+    assert!(metrics.contains("distlink_links_total 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("distlink_host_present{host=\"host2\"} 1\n"),
+        "{metrics}"
+    );
+
+    assert!(d.stop().success());
+    let (code, text) = status();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("distlink is not running"), "{text}");
+    assert!(text.contains("state stopped"), "{text}");
+}

@@ -175,6 +175,9 @@ impl Scratch {
         for (i, h) in hosts.iter().enumerate() {
             text.push_str(&format!("  host{i}: {}\n", h.display()));
         }
+        if !extra.contains("state_file:") {
+            text.push_str(&format!("state_file: {}/run/status\n", self.root.display()));
+        }
         text.push_str(extra);
         self.config(&text)
     }

@@ -33,6 +33,13 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Show whether the daemon runs, its hosts, the pool and its counters (from the
+    /// status file it writes). Exit 0 when running, 3 when not.
+    Status {
+        /// Configuration file (names the status file).
+        #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Link what the daemon would have: files completed while it was not running, and
     /// every file into hosts added since. Prints each fan-out.
     Sync {

@@ -57,13 +57,30 @@ struct Daemon {
     /// Files a reconcile found changed within the settle time, for the settle tracker.
     defer_tx: Sender<PendingKey>,
     defer_rx: Receiver<PendingKey>,
+    progress: Progress,
 }
 
 /// A reconcile in progress.
 struct Reconcile {
     cancel: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    tally: Arc<ScanTally>,
+    thread: std::thread::JoinHandle<String>,
 }
+
+/// What the status file reports beyond the counters.
+#[derive(Default)]
+struct Progress {
+    started: u64,
+    reconciles: u64,
+    last_reconcile: u64,
+    last_summary: String,
+    pool_files: u64,
+    pool_bytes: u64,
+    last_written: Option<Instant>,
+}
+
+/// How often the status file is rewritten (and the longest the event loop sleeps).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the event loop looks at a running reconcile's deferred files.
 const RECONCILE_TICK: Duration = Duration::from_millis(100);
@@ -86,7 +103,21 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     let watch = Watch::open(&hosts, config.unlimited_queue)?;
 
     // 4. Drop every privilege linking does not need (see privs.rs), before any other
-    //    thread exists: capabilities are per thread and inherited.
+    //    thread exists: capabilities are per thread and inherited. The status file's
+    //    directory is made first, while we may still create it.
+    let uid = match &config.user {
+        Some(u) => nix::unistd::User::from_name(u)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+        None => None,
+    };
+    crate::status::prepare_dir(&config.state_file, uid).map_err(|e| {
+        Error::setup(
+            format!("creating the directory of {}", config.state_file.display()),
+            e,
+        )
+    })?;
     let kept = crate::privs::drop_privileges(config.user.as_deref())?;
     log::info!(
         "privileges dropped: capabilities kept: {}; no_new_privs set{}",
@@ -111,6 +142,10 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         rescan: None,
         defer_tx,
         defer_rx,
+        progress: Progress {
+            started: crate::status::now(),
+            ..Progress::default()
+        },
         rules: NameRules::new(config.ignore.clone()),
         settle: Settle::new(config.settle),
         config,
@@ -144,11 +179,19 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         r.cancel.store(true, Ordering::Relaxed);
         let _ = r.thread.join();
     }
+    daemon.write_status("stopping");
     let Daemon {
-        linker, counters, ..
+        linker,
+        counters,
+        config,
+        ..
     } = daemon;
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit.
     linker.shutdown();
+    if let Ok(text) = std::fs::read_to_string(&config.state_file) {
+        let text = text.replace("state=stopping", "state=stopped");
+        let _ = crate::status::write_atomic(&config.state_file, &text);
+    }
     log::info!(
         "stopped: {} files fanned out, {} links made, {} conflicts, {} errors",
         counters.files.load(Ordering::Relaxed),
@@ -233,11 +276,14 @@ impl Daemon {
     fn event_loop(&mut self) -> Result<(), Error> {
         let mut buf = vec![0u8; READ_BUF];
         loop {
-            let mut deadline = self.settle.next_deadline();
-            if self.reconcile.is_some() {
-                let tick = Instant::now() + RECONCILE_TICK;
-                deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+            let mut deadline = Instant::now() + STATUS_EVERY;
+            if let Some(d) = self.settle.next_deadline() {
+                deadline = deadline.min(d);
             }
+            if self.reconcile.is_some() {
+                deadline = deadline.min(Instant::now() + RECONCILE_TICK);
+            }
+            let deadline = Some(deadline);
             let timeout = poll_timeout(deadline);
             let mut fds = [
                 PollFd::new(self.watch.fd(), PollFlags::POLLIN),
@@ -263,6 +309,13 @@ impl Daemon {
             self.take_deferred();
             self.finish_settled();
             self.check_reconcile();
+            if self
+                .progress
+                .last_written
+                .is_none_or(|t| t.elapsed() >= STATUS_EVERY)
+            {
+                self.write_status("running");
+            }
         }
     }
 
@@ -507,13 +560,28 @@ impl Daemon {
             why.to_owned(),
         );
         let flag = Arc::clone(&cancel);
+        let thread_tally = Arc::clone(&tally);
         let spawned = std::thread::Builder::new()
             .name("reconcile".into())
             .spawn(move || {
-                crate::reconcile::run(&label, hosts, &rules, &submit, &tally, &flag, &mut |_| {});
+                crate::reconcile::run(
+                    &label,
+                    hosts,
+                    &rules,
+                    &submit,
+                    &thread_tally,
+                    &flag,
+                    &mut |_| {},
+                )
             });
         match spawned {
-            Ok(thread) => self.reconcile = Some(Reconcile { cancel, thread }),
+            Ok(thread) => {
+                self.reconcile = Some(Reconcile {
+                    cancel,
+                    tally,
+                    thread,
+                })
+            }
             Err(e) => log::error!("cannot start a reconcile thread: {e}"),
         }
     }
@@ -525,14 +593,77 @@ impl Daemon {
             .as_ref()
             .is_some_and(|r| r.thread.is_finished())
         {
-            if let Some(r) = self.reconcile.take()
-                && r.thread.join().is_err()
-            {
-                log::error!("the reconcile thread panicked");
+            if let Some(r) = self.reconcile.take() {
+                match r.thread.join() {
+                    Ok(summary) => {
+                        let p = &mut self.progress;
+                        p.reconciles += 1;
+                        p.last_reconcile = crate::status::now();
+                        p.last_summary = summary;
+                        p.pool_files = r.tally.pool_files.load(Ordering::Relaxed);
+                        p.pool_bytes = r.tally.pool_bytes.load(Ordering::Relaxed);
+                        self.write_status("running");
+                    }
+                    Err(_) => log::error!("the reconcile thread panicked"),
+                }
             }
             if let Some(why) = self.rescan.take() {
                 self.request_reconcile(&why);
             }
+        }
+    }
+
+    /// Rewrites the status file (and the Prometheus textfile, if configured).
+    fn write_status(&mut self, state: &str) {
+        let c = &self.counters;
+        let snap = crate::status::Snapshot {
+            pid: std::process::id(),
+            state: state.to_owned(),
+            started: self.progress.started,
+            updated: crate::status::now(),
+            config: self.config.source.display().to_string(),
+            hosts: self
+                .config
+                .hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        h.path.display().to_string(),
+                        self.hosts.contains(&h.name),
+                    )
+                })
+                .collect(),
+            files: c.files.load(Ordering::Relaxed),
+            links: c.links.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            overflows: self.overflows,
+            reconciles: self.progress.reconciles,
+            pool_files: self.progress.pool_files,
+            pool_bytes: self.progress.pool_bytes,
+            last_reconcile: self.progress.last_reconcile,
+            last_reconcile_summary: self.progress.last_summary.clone(),
+        };
+        let first = self.progress.last_written.is_none();
+        self.progress.last_written = Some(Instant::now());
+        if let Err(e) = crate::status::write_atomic(&self.config.state_file, &snap.render())
+            && first
+        {
+            log::error!(
+                "cannot write the status file {}: {e}",
+                self.config.state_file.display()
+            );
+        }
+        if let Some(path) = &self.config.prometheus_textfile
+            && let Err(e) = crate::status::write_atomic(path, &snap.prometheus())
+            && first
+        {
+            log::error!(
+                "cannot write the Prometheus textfile {}: {e}",
+                path.display()
+            );
         }
     }
 

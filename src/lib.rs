@@ -52,6 +52,7 @@ pub mod notify;
 pub mod privs;
 pub mod reconcile;
 pub mod record;
+pub mod status;
 pub mod sync;
 pub mod sys;
 pub mod watch;

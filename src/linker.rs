@@ -91,6 +91,9 @@ pub struct ScanTally {
     pub conflicts: AtomicU64,
     pub errors: AtomicU64,
     pub deferred: AtomicU64,
+    /// Distinct files and their bytes seen by this reconcile: the pool's size.
+    pub pool_files: AtomicU64,
+    pub pool_bytes: AtomicU64,
 }
 
 impl ScanTally {
@@ -106,6 +109,8 @@ impl ScanTally {
             conflicts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
+            pool_files: AtomicU64::new(0),
+            pool_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -277,6 +282,11 @@ pub fn fan_out(job: &Job) -> Outcome {
             return out;
         }
     };
+    if let Some(scan) = &job.scan {
+        scan.pool_files.fetch_add(1, Ordering::Relaxed);
+        scan.pool_bytes
+            .fetch_add(st.st_size.max(0) as u64, Ordering::Relaxed);
+    }
     if let Some(scan) = &job.scan
         && changed_recently(&st, scan.settle)
     {

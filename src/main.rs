@@ -1,8 +1,8 @@
 //! `distlink`: parse the command line, dispatch, report the error once.
 //!
 //! Exit codes: 0 success; 1 a fatal error at start-up (or `check` found one that is not
-//! the configuration's); 2 bad command line; 78 (`EX_CONFIG`) the configuration or the
-//! host directories are invalid.
+//! the configuration's); 2 bad command line; 3 `status`: the daemon is not running;
+//! 78 (`EX_CONFIG`) the configuration or the host directories are invalid.
 
 use clap::Parser;
 use distlink::cli::{Cli, Command};
@@ -16,6 +16,16 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             distlink::check::check(config).map(|summary| println!("{summary}"))
         }
+        Command::Status { config } => match distlink::status::report(config) {
+            Ok((text, running)) => {
+                println!("{text}");
+                if !running {
+                    return ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         Command::Sync { config, dry_run } => {
             distlink::sync::sync(config, *dry_run).map(|summary| println!("{summary}"))
         }

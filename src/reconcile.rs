@@ -116,7 +116,7 @@ pub fn run(
     tally: &Arc<ScanTally>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(&ScanTally),
-) {
+) -> String {
     let started = Instant::now();
     log::info!(
         "reconcile ({label}): scanning {} host directories",
@@ -161,10 +161,9 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(20));
     }
     progress(tally);
-    log::info!(
-        "reconcile ({label}) {}",
-        summary(tally, total, started.elapsed())
-    );
+    let line = summary(tally, total, started.elapsed());
+    log::info!("reconcile ({label}) {line}");
+    line
 }
 
 /// `done in 1.2s: 100 names, 40 files linked (200 links), 0 conflicts, 0 errors, 3 deferred`.

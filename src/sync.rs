@@ -40,7 +40,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
             );
         }
     };
-    crate::reconcile::run(
+    let _ = crate::reconcile::run(
         "sync",
         Arc::clone(&hosts),
         &NameRules::new(config.ignore.clone()),

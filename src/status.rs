@@ -1,0 +1,400 @@
+//! What the daemon tells `distlink status`: a small `key=value` file it rewrites
+//! atomically (write a temporary, rename over) every few seconds and at exit, in a
+//! directory only root (or the configured user) can read. Optionally the same counters
+//! as a Prometheus node-exporter textfile. Nothing is ever served on the network.
+
+use crate::config::Config;
+use crate::error::Error;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Exit code of `distlink status` when the daemon is not running (LSB convention).
+pub const EXIT_NOT_RUNNING: i32 = 3;
+
+/// Everything the status file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub pid: u32,
+    pub state: String,
+    pub started: u64,
+    pub updated: u64,
+    pub config: String,
+    /// (name, directory, present)
+    pub hosts: Vec<(String, String, bool)>,
+    pub files: u64,
+    pub links: u64,
+    pub conflicts: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    pub overflows: u64,
+    pub reconciles: u64,
+    pub pool_files: u64,
+    pub pool_bytes: u64,
+    pub last_reconcile: u64,
+    pub last_reconcile_summary: String,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One line per value; strings are escaped so a value never spans lines.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn unesc(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => {}
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+impl Snapshot {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "pid={}\nstate={}\nstarted={}\nupdated={}\nconfig={}",
+            self.pid,
+            self.state,
+            self.started,
+            self.updated,
+            esc(&self.config)
+        );
+        for (name, path, present) in &self.hosts {
+            let _ = writeln!(
+                s,
+                "host={}\t{}\t{}",
+                esc(name),
+                esc(path),
+                if *present { "present" } else { "missing" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "files={}\nlinks={}\nconflicts={}\nerrors={}\nskipped={}\noverflows={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
+            self.files,
+            self.links,
+            self.conflicts,
+            self.errors,
+            self.skipped,
+            self.overflows,
+            self.reconciles,
+            self.pool_files,
+            self.pool_bytes,
+            self.last_reconcile,
+            esc(&self.last_reconcile_summary)
+        );
+        s
+    }
+
+    /// Parses what [`Snapshot::render`] wrote; unknown keys are ignored, bad numbers are 0.
+    pub fn parse(text: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut nums: BTreeMap<&str, u64> = BTreeMap::new();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "state" => s.state = v.to_owned(),
+                "config" => s.config = unesc(v),
+                "last_reconcile_summary" => s.last_reconcile_summary = unesc(v),
+                "host" => {
+                    let mut parts = v.split('\t');
+                    let (name, path) = (
+                        unesc(parts.next().unwrap_or("")),
+                        unesc(parts.next().unwrap_or("")),
+                    );
+                    s.hosts.push((name, path, parts.next() == Some("present")));
+                }
+                k => {
+                    nums.insert(k, v.parse().unwrap_or(0));
+                }
+            }
+        }
+        let n = |k: &str| nums.get(k).copied().unwrap_or(0);
+        s.pid = n("pid") as u32;
+        s.started = n("started");
+        s.updated = n("updated");
+        s.files = n("files");
+        s.links = n("links");
+        s.conflicts = n("conflicts");
+        s.errors = n("errors");
+        s.skipped = n("skipped");
+        s.overflows = n("overflows");
+        s.reconciles = n("reconciles");
+        s.pool_files = n("pool_files");
+        s.pool_bytes = n("pool_bytes");
+        s.last_reconcile = n("last_reconcile");
+        s
+    }
+
+    /// The node-exporter textfile format.
+    pub fn prometheus(&self) -> String {
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                s,
+                "# HELP distlink_{name} {help}\n# TYPE distlink_{name} {kind}\ndistlink_{name} {value}"
+            );
+        };
+        metric(
+            "files_fanned_out_total",
+            "counter",
+            "Files linked into at least one other host since start.",
+            self.files,
+        );
+        metric(
+            "links_total",
+            "counter",
+            "Hardlinks made since start.",
+            self.links,
+        );
+        metric(
+            "conflicts_total",
+            "counter",
+            "Names that held another file, left alone.",
+            self.conflicts,
+        );
+        metric(
+            "errors_total",
+            "counter",
+            "Failed link or record attempts.",
+            self.errors,
+        );
+        metric(
+            "queue_overflows_total",
+            "counter",
+            "fanotify queue overflows.",
+            self.overflows,
+        );
+        metric(
+            "reconciles_total",
+            "counter",
+            "Reconciles run since start.",
+            self.reconciles,
+        );
+        metric(
+            "pool_files",
+            "gauge",
+            "Distinct files in the pool at the last reconcile.",
+            self.pool_files,
+        );
+        metric(
+            "pool_bytes",
+            "gauge",
+            "Bytes in the pool at the last reconcile.",
+            self.pool_bytes,
+        );
+        metric(
+            "last_reconcile_timestamp_seconds",
+            "gauge",
+            "When the last reconcile ended.",
+            self.last_reconcile,
+        );
+        metric(
+            "start_time_seconds",
+            "gauge",
+            "When the daemon started.",
+            self.started,
+        );
+        s.push_str("# HELP distlink_host_present Whether a host directory is present.\n# TYPE distlink_host_present gauge\n");
+        for (name, _, present) in &self.hosts {
+            let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                s,
+                "distlink_host_present{{host=\"{name}\"}} {}",
+                u8::from(*present)
+            );
+        }
+        s
+    }
+}
+
+/// Writes `text` to `path` atomically with mode 0600.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates the directory of the status file if it is missing (mode 0700, owned by `uid`
+/// when linking runs as a user) before privileges are dropped.
+pub fn prepare_dir(path: &Path, uid: Option<u32>) -> std::io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(dir, Some(uid), None)?;
+    }
+    Ok(())
+}
+
+fn when(t: u64) -> String {
+    if t == 0 {
+        return "never".into();
+    }
+    let ago = now().saturating_sub(t);
+    format!(
+        "{} ({ago}s ago)",
+        crate::logging::utc_timestamp(UNIX_EPOCH + std::time::Duration::from_secs(t))
+    )
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Whether `pid` is a running distlink.
+fn alive(pid: u32) -> bool {
+    pid != 0
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "distlink")
+}
+
+/// `distlink status`: the report, and whether the daemon is running.
+pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
+    let config = Config::load(config_path)?;
+    let path = &config.state_file;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::setup(
+            format!(
+                "reading the status file {} (has distlink run with this configuration?)",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    let s = Snapshot::parse(&text);
+    let running = s.state == "running" && alive(s.pid);
+    let mut out = String::new();
+    if running {
+        let _ = writeln!(
+            out,
+            "distlink is running (pid {}), started {}",
+            s.pid,
+            when(s.started)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "distlink is not running (last status {}, state {})",
+            when(s.updated),
+            s.state
+        );
+    }
+    let _ = writeln!(out, "configuration: {}", s.config);
+    let _ = writeln!(out, "hosts:");
+    for (name, dir, present) in &s.hosts {
+        let _ = writeln!(
+            out,
+            "  {name}: {dir}{}",
+            if *present {
+                ""
+            } else {
+                "  (directory missing)"
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "pool: {} files, {} (at the last reconcile)",
+        s.pool_files,
+        bytes(s.pool_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "since start: {} files fanned out, {} links made, {} conflicts, {} errors, {} skipped, {} queue overflows",
+        s.files, s.links, s.conflicts, s.errors, s.skipped, s.overflows
+    );
+    let _ = write!(out, "last reconcile: {}", when(s.last_reconcile));
+    if !s.last_reconcile_summary.is_empty() {
+        let _ = write!(out, ": {}", s.last_reconcile_summary);
+    }
+    Ok((out, running))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let s = Snapshot {
+            pid: 42,
+            state: "running".into(),
+            started: 1,
+            updated: 2,
+            config: "/etc/distlink.yaml".into(),
+            hosts: vec![
+                ("a".into(), "/d/a".into(), true),
+                ("b x".into(), "/d/b\nc".into(), false),
+            ],
+            files: 3,
+            links: 4,
+            conflicts: 5,
+            errors: 6,
+            skipped: 7,
+            overflows: 8,
+            reconciles: 9,
+            pool_files: 10,
+            pool_bytes: 11,
+            last_reconcile: 12,
+            last_reconcile_summary: "done in 1s".into(),
+        };
+        let back = Snapshot::parse(&s.render());
+        assert_eq!(back.hosts[0], s.hosts[0]);
+        assert_eq!(back.hosts[1].1, "/d/b\nc");
+        assert_eq!(back.pool_bytes, 11);
+        assert_eq!(back.last_reconcile_summary, "done in 1s");
+        let p = s.prometheus();
+        assert!(p.contains("distlink_links_total 4\n"));
+        assert!(p.contains("distlink_host_present{host=\"a\"} 1\n"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes(10), "10 B");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+}
