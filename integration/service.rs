@@ -1,8 +1,13 @@
 //! Running as a service: least privilege, status, log routing, packaging files.
 
 use crate::util::*;
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const CAP_DAC_OVERRIDE: u64 = 1 << 1;
 const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
@@ -144,4 +149,147 @@ fn status_reports_the_running_daemon_and_its_counters() {
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("distlink is not running"), "{text}");
     assert!(text.contains("state stopped"), "{text}");
+}
+
+/// A fake journal: a thread receives datagrams and keeps them as field maps.
+struct FakeJournal {
+    entries: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn parse_entry(buf: &[u8]) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    let mut rest = buf;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        let line = &rest[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            let (k, v) = (&line[..eq], &line[eq + 1..]);
+            fields.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            );
+            rest = &rest[nl + 1..];
+        } else {
+            // Binary form: KEY \n u64le length, value, \n.
+            let key = String::from_utf8_lossy(line).into_owned();
+            let len = u64::from_le_bytes(rest[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            fields.insert(
+                key,
+                String::from_utf8_lossy(&rest[nl + 9..nl + 9 + len]).into_owned(),
+            );
+            rest = &rest[(nl + 9 + len + 1).min(rest.len())..];
+        }
+    }
+    fields
+}
+
+impl FakeJournal {
+    fn bind(path: &std::path::Path) -> FakeJournal {
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e2, s2) = (entries.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s2.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    e2.lock().unwrap().push(parse_entry(&buf[..n]));
+                }
+            }
+        });
+        FakeJournal {
+            entries,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn messages(&self, needle: &str) -> Vec<HashMap<String, String>> {
+        let entries = self.entries.lock().unwrap();
+        entries
+            .iter()
+            .filter(|e| e.get("MESSAGE").is_some_and(|m| m.contains(needle)))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for FakeJournal {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn journal_gets_priorities_fields_and_burst_summaries() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("journal");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    let path = scratch.root.join("journal.sock");
+    let journal = FakeJournal::bind(&path);
+    let env = [("DISTLINK_JOURNAL_SOCKET", path.display().to_string())];
+    let d = Daemon::start_env(&scratch, &config, &["--log-target", "journal"], &env);
+    portage_download(&hosts[0], "one\nname.tar.gz", b"x");
+    assert!(wait_linked(&hosts, 0, "one\nname.tar.gz"));
+    assert!(
+        wait_until(DEADLINE, || !journal
+            .messages("linked into host1")
+            .is_empty()),
+        "no fan-out line"
+    );
+    let line = journal.messages("linked into host1").remove(0);
+    assert_eq!(line["PRIORITY"], "6");
+    assert_eq!(line["SYSLOG_IDENTIFIER"], "distlink");
+    assert_eq!(line["HOST"], "host0");
+    assert_eq!(line["FILE"], "one\\nname.tar.gz");
+    let debug = journal.messages("complete (Renamed)");
+    assert!(
+        !debug.is_empty() && debug.iter().all(|e| e["PRIORITY"] == "7"),
+        "debug lines have priority 7"
+    );
+    assert!(
+        !d.log().contains("linked into"),
+        "fan-out lines also went to stderr:\n{}",
+        d.log()
+    );
+
+    // A burst: far fewer lines than files, and one summary line for the rest.
+    for i in 0..300 {
+        portage_download(&hosts[1], format!("burst-{i:03}.tar.gz"), b"b");
+    }
+    for i in 0..300 {
+        assert!(wait_linked(&hosts, 1, format!("burst-{i:03}.tar.gz")));
+    }
+    let needle = "more files fanned out in the last burst";
+    assert!(
+        wait_until(DEADLINE, || !journal.messages(needle).is_empty()),
+        "no burst summary"
+    );
+    let summary = journal.messages(needle).remove(0);
+    let summarised: usize = summary["MESSAGE"]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let shown = journal
+        .messages("linked into host0")
+        .iter()
+        .filter(|e| e["MESSAGE"].contains("burst-"))
+        .count();
+    assert!(shown < 100, "{shown} fan-out lines for a burst of 300");
+    assert_eq!(
+        shown + summarised,
+        300,
+        "shown {shown} + summarised {summarised}"
+    );
 }

@@ -246,6 +246,16 @@ impl Daemon {
     }
 
     pub fn start_with(scratch: &Scratch, config: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_env(scratch, config, args, &[])
+    }
+
+    /// Starts the daemon with extra arguments after `run` and extra environment.
+    pub fn start_env(
+        scratch: &Scratch,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Daemon {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let sock_path = scratch.root.join(format!("notify-{n}.sock"));
         let log = scratch.root.join(format!("daemon-{n}.log"));
@@ -264,6 +274,7 @@ impl Daemon {
             .args(args)
             .env("NOTIFY_SOCKET", &sock_path)
             .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(fs::File::create(scratch.root.join(format!("daemon-{n}.out"))).unwrap())
             .stderr(fs::File::create(&log).unwrap())

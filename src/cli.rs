@@ -9,9 +9,15 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "distlink", version, about, long_about = None)]
 pub struct Cli {
-    /// Least important messages to log.
-    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
-    pub log_level: LogLevel,
+    /// Least important messages to log [default: the configuration's `log_level`, else
+    /// info].
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
+
+    /// Where log lines go: auto is the journal when stderr is connected to it, else
+    /// stderr.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub log_target: crate::logging::Target,
 
     #[command(subcommand)]
     pub command: Command,
@@ -58,6 +64,13 @@ pub enum LogLevel {
     Warn,
     Info,
     Debug,
+}
+
+impl LogLevel {
+    /// From the configuration's `log_level` (already validated).
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        <LogLevel as ValueEnum>::from_str(s, true).ok()
+    }
 }
 
 impl From<LogLevel> for log::LevelFilter {

@@ -309,6 +309,7 @@ impl Daemon {
             self.take_deferred();
             self.finish_settled();
             self.check_reconcile();
+            crate::logging::flush_burst();
             if self
                 .progress
                 .last_written

@@ -345,6 +345,7 @@ pub fn fan_out(job: &Job) -> Outcome {
             LinkResult::Conflict => {
                 out.conflicts += 1;
                 log::warn!(
+                    host = dst.name.as_str(), file:% = name;
                     "conflict: {}/{name} is another file than {}/{name}; left alone",
                     dst.name,
                     src.name
@@ -357,6 +358,7 @@ pub fn fan_out(job: &Job) -> Outcome {
             LinkResult::Failed(e) => {
                 out.errors += 1;
                 log::error!(
+                    host = dst.name.as_str(), file:% = name;
                     "failed to link {}/{name} -> {}/{name}: {}: {}{}",
                     src.name,
                     dst.name,
@@ -375,6 +377,8 @@ pub fn fan_out(job: &Job) -> Outcome {
         };
         match report {
             Report::Log => log::info!(
+                target: crate::logging::FANOUT,
+                host = src.name.as_str(), file:% = name;
                 "{}/{name} ({why}): linked into {}",
                 src.name,
                 linked.join(", ")

@@ -5,12 +5,16 @@
 //! 78 (`EX_CONFIG`) the configuration or the host directories are invalid.
 
 use clap::Parser;
-use distlink::cli::{Cli, Command};
+use distlink::cli::{Cli, Command, LogLevel};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    distlink::logging::init(cli.log_level.into());
+    let level = cli
+        .log_level
+        .or_else(|| configured_level(&cli.command))
+        .unwrap_or(LogLevel::Info);
+    distlink::logging::init(level.into(), cli.log_target);
     let result = match &cli.command {
         Command::Run { config } => distlink::daemon::run(config),
         Command::Check { config } => {
@@ -37,4 +41,14 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// The configuration's `log_level`, if its file parses (errors are reported later, by
+/// the command itself, once logging is set up).
+fn configured_level(command: &Command) -> Option<LogLevel> {
+    let (Command::Run { config } | Command::Sync { config, .. }) = command else {
+        return None;
+    };
+    let config = distlink::config::Config::load(config).ok()?;
+    LogLevel::parse(config.log_level.as_deref()?)
 }
