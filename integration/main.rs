@@ -5,5 +5,6 @@ mod catchup;
 mod config_errors;
 mod fanout;
 mod nfs;
+mod packaging;
 mod service;
 mod util;

@@ -39,6 +39,12 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Write the man page or shell completions (for packaging) to stdout.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
     /// Show whether the daemon runs, its hosts, the pool and its counters (from the
     /// status file it writes). Exit 0 when running, 3 when not.
     Status {
@@ -56,6 +62,19 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// What `distlink generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, distlink(8), in roff.
+    Man,
+    /// Shell completions for bash.
+    Bash,
+    /// Shell completions for zsh.
+    Zsh,
+    /// Shell completions for fish.
+    Fish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,4 +101,23 @@ impl From<LogLevel> for log::LevelFilter {
             LogLevel::Debug => log::LevelFilter::Debug,
         }
     }
+}
+
+/// Writes the man page or a completion script for [`Cli`] to `out`.
+pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let shell = match what {
+        Generated::Man => {
+            let man = clap_mangen::Man::new(cmd)
+                .section("8")
+                .manual("System Administration");
+            return man.render(out);
+        }
+        Generated::Bash => clap_complete::Shell::Bash,
+        Generated::Zsh => clap_complete::Shell::Zsh,
+        Generated::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "distlink", out);
+    Ok(())
 }

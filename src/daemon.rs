@@ -316,6 +316,10 @@ impl Daemon {
                 .is_none_or(|t| t.elapsed() >= STATUS_EVERY)
             {
                 self.write_status("running");
+                // The service manager's watchdog (WatchdogSec=): the loop is alive.
+                if std::env::var_os("WATCHDOG_USEC").is_some() {
+                    let _ = notify("WATCHDOG=1");
+                }
             }
         }
     }
@@ -434,6 +438,11 @@ impl Daemon {
     /// SIGHUP: re-read the configuration; keep the running one if the new one is bad.
     fn reload(&mut self) {
         log::info!("SIGHUP: re-reading {}", self.config.source.display());
+        // Type=notify-reload wants RELOADING=1 with the monotonic time, then READY=1.
+        let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+            .unwrap_or(0);
+        let _ = notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
         let loaded = Config::load(&self.config.source)
             .map_err(Error::from)
             .and_then(|config| {

@@ -20,6 +20,13 @@ fn main() -> ExitCode {
         Command::Check { config } => {
             distlink::check::check(config).map(|summary| println!("{summary}"))
         }
+        Command::Generate { what } => {
+            match distlink::cli::generate(*what, &mut std::io::stdout()) {
+                // `distlink generate man | head` is fine.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(|e| distlink::error::Error::setup("writing to stdout", e)),
+            }
+        }
         Command::Status { config } => match distlink::status::report(config) {
             Ok((text, running)) => {
                 println!("{text}");
