@@ -31,6 +31,9 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Link as this user (e.g. portage) instead of root; overrides `user:`.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Check the configuration, host directories, kernel support and privileges; exit 0
     /// only when `run` would start.

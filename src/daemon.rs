@@ -86,10 +86,13 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 const RECONCILE_TICK: Duration = Duration::from_millis(100);
 
 /// Runs the daemon until SIGTERM or SIGINT. Only set-up errors are returned.
-pub fn run(config_path: &Path) -> Result<(), Error> {
+pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     // 1. Configuration and host directories. Every problem is reported before anything
     //    is started, and the directories stay open as descriptors from here on.
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    if let Some(u) = user {
+        config.user = Some(u.to_owned());
+    }
     let hosts = Arc::new(HostSet::open(&config)?);
     hosts.check_records()?;
 
@@ -496,6 +499,13 @@ impl Daemon {
                         config.workers
                     );
                 }
+                if config.user != self.config.user {
+                    log::warn!(
+                        "user: a change applies after a restart (privileges are already dropped)"
+                    );
+                }
+                let mut config = config;
+                config.user = self.config.user.clone();
                 self.config = config;
                 self.log_start();
                 if added_any {

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         .unwrap_or(LogLevel::Info);
     distlink::logging::init(level.into(), cli.log_target);
     let result = match &cli.command {
-        Command::Run { config } => distlink::daemon::run(config),
+        Command::Run { config, user } => distlink::daemon::run(config, user.as_deref()),
         Command::Check { config } => {
             distlink::check::check(config).map(|summary| println!("{summary}"))
         }
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 /// The configuration's `log_level`, if its file parses (errors are reported later, by
 /// the command itself, once logging is set up).
 fn configured_level(command: &Command) -> Option<LogLevel> {
-    let (Command::Run { config } | Command::Sync { config, .. }) = command else {
+    let (Command::Run { config, .. } | Command::Sync { config, .. }) = command else {
         return None;
     };
     let config = distlink::config::Config::load(config).ok()?;
