@@ -117,9 +117,10 @@ fn status_reports_the_running_daemon_and_its_counters() {
     assert!(wait_linked(&hosts, 0, "counted.tar.gz"));
     // The status file is rewritten every few seconds and after each reconcile.
     assert!(
-        wait_until(DEADLINE, || status()
-            .1
-            .contains("1 files fanned out, 2 links made")),
+        wait_until(DEADLINE, || {
+            let t = status().1;
+            t.contains("1 files fanned out, 2 links made") && t.contains("last reconcile: 20")
+        }),
         "{}",
         status().1
     );
