@@ -18,6 +18,8 @@
 //! * [`record`]: the fan-out record on each inode (`user.distlink`), which tells a
 //!   missed download from a deliberate deletion; [`reconcile`]: the rescan used at
 //!   start-up, after an overflow, for new hosts and by [`sync`].
+//! * [`privs`]: the capabilities kept after start-up; [`status`]: the status file and
+//!   `distlink status`; [`logging`]: stderr, journal, syslog.
 //! * [`sys`]: the only module with `unsafe`.
 //!
 //! # Known problems
@@ -31,6 +33,13 @@
 //! * A fan-out cut short by a crash is completed by the next reconcile; a host that
 //!   deleted the partly linked name in that window gets it back (the record on the inode
 //!   is written after the links, never before).
+//! * CAP_SYS_ADMIN is dropped after start-up: a SIGHUP that moves the host directories to
+//!   another filesystem (a new mark) is refused until a restart.
+//! * The record is a `user.*` attribute: an NFSv4.2 client with user-xattr support can
+//!   change it on its own names (at worst bringing a file back or skipping a host on a
+//!   later reconcile).
+//! * A name renamed inside one host after its fan-out counts as a new name: it is linked
+//!   into the others, and the old name may come back into that host at the next reconcile.
 //! * Subdirectories (VCS checkouts such as `git3-src`) are not linked: their files are
 //!   changed in place, and sharing inodes between hosts' checkouts would let one host's
 //!   `git gc` rewrite another's.
