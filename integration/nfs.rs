@@ -34,6 +34,20 @@ pub enum V {
 fn nfs_put() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // A fresh machine gets the server and client packages here, so that `cargo test`
+        // alone runs everything (setup.sh installs only what is missing).
+        let installed = Command::new("sh")
+            .arg("-c")
+            .arg("command -v ganesha.nfsd && pkg-config --exists libnfs")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            let status = Command::new("bash")
+                .arg(format!("{HARNESS}/setup.sh"))
+                .status()
+                .expect("setup.sh");
+            assert!(status.success(), "integration/nfs/setup.sh failed");
+        }
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nfs-put");
         let flags = Command::new("pkg-config")
             .args(["--cflags", "--libs", "libnfs"])
@@ -61,7 +75,8 @@ pub struct Nfs {
 }
 
 impl Nfs {
-    pub fn start(scratch: &Scratch) -> Nfs {
+    /// Starts ganesha with extra `start.sh` settings (e.g. `NFSH_FD_REAP_SECONDS`).
+    pub fn start_with(scratch: &Scratch, env: &[(&str, &str)]) -> Nfs {
         nfs_put();
         let state = scratch.root.join("nfs-state");
         let n = PORT.fetch_add(1, Ordering::SeqCst);
@@ -72,6 +87,7 @@ impl Nfs {
             .arg(&state)
             .env("NFSH_PORT", port.to_string())
             .env("NFSH_MNT_PORT", (port + 1).to_string())
+            .envs(env.iter().copied())
             .output()
             .expect("start.sh");
         let mut nfs = Nfs {
@@ -156,10 +172,14 @@ struct World {
 }
 
 fn world(name: &str, n: usize) -> World {
+    world_with(name, n, &[])
+}
+
+fn world_with(name: &str, n: usize, env: &[(&str, &str)]) -> World {
     let scratch = Scratch::tmpfs(name);
     let hosts = scratch.hosts(n);
     let config = scratch.config_for(&hosts, &format!("settle: {}ms\n", SETTLE.as_millis()));
-    let nfs = Nfs::start(&scratch);
+    let nfs = Nfs::start_with(&scratch, env);
     let daemon = Daemon::start(&scratch, &config);
     World {
         daemon,
@@ -455,4 +475,36 @@ fn nfs_large_and_empty_files() {
         0
     );
     w.same_content(&big, "big-200M.tar.xz");
+}
+
+#[test]
+fn nfs_v3_server_closes_mid_write_and_nothing_is_linked_early() {
+    if !require_root() {
+        return;
+    }
+    // Ganesha closing idle files every second (as knfsd does a few seconds after the last
+    // WRITE): CLOSE_WRITE arrives in every pause of this write under the final name.
+    let w = world_with("nfs-reap", 3, &[("NFSH_FD_REAP_SECONDS", "1")]);
+    let rec = Recorder::new(&w.hosts);
+    let src = w.source("src", 3 << 20);
+    let pause = format!("{:.1}", SETTLE.as_secs_f64() * 0.8);
+    let url = w.nfs.url("host0/reaped.tar.gz", V::V3);
+    let child = w
+        .nfs
+        .spawn(&["-c", "1M", "-p", &pause, src.to_str().unwrap(), &url]);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = Instant::now();
+    assert!(wait_linked(&w.hosts, 0, "reaped.tar.gz"));
+    let appeared = rec.first(1, b"reaped.tar.gz").unwrap();
+    assert!(
+        appeared + SLACK >= done + SETTLE,
+        "linked {:?} after the last write",
+        appeared - done
+    );
+    w.same_content(&src, "reaped.tar.gz");
 }
