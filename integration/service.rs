@@ -23,6 +23,15 @@ fn capabilities_are_dropped_and_other_users_files_still_link() {
     let pid = s.daemon.pid();
     assert!(s.daemon.wait_log("privileges dropped: capabilities kept: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER; no_new_privs set"));
     let keep = CAP_DAC_OVERRIDE | CAP_DAC_READ_SEARCH | CAP_FOWNER;
+    // Once the start-up reconcile thread is gone, the threads are the event loop and the
+    // four workers (started after the drop, so they inherit the reduced sets).
+    let tasks = || {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .count()
+    };
+    assert!(wait_until(DEADLINE, || tasks() == 5), "{} threads", tasks());
     for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let tid: i32 = task.file_name().to_str().unwrap().parse().unwrap();
         for key in ["CapEff", "CapPrm", "CapBnd"] {
