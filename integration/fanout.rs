@@ -398,6 +398,13 @@ fn sigterm_finishes_and_exits_zero() {
     let log_before = s.daemon.log();
     let status = s.daemon.stop();
     assert_eq!(status.code(), Some(0), "{log_before}");
+    // SIGINT (Ctrl-C in the foreground) too.
+    let config = s.scratch.config_for(&s.hosts, &settle_line());
+    let d = Daemon::start(&s.scratch, &config);
+    assert_eq!(
+        d.stop_with(nix::sys::signal::Signal::SIGINT).code(),
+        Some(0)
+    );
 }
 
 #[test]

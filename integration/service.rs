@@ -303,3 +303,56 @@ fn journal_gets_priorities_fields_and_burst_summaries() {
         "shown {shown} + summarised {summarised}"
     );
 }
+
+#[test]
+fn auto_log_target_follows_journal_stream() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("autolog");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "");
+    let path = scratch.root.join("journal.sock");
+    let journal = FakeJournal::bind(&path);
+    // Runs `distlink sync` with stderr to a file; JOURNAL_STREAM names that file or not.
+    let run = |matching: bool| {
+        let err = scratch.root.join(format!("stderr-{matching}"));
+        let file = fs::File::create(&err).unwrap();
+        let meta = file.metadata().unwrap();
+        let stream = if matching {
+            format!("{}:{}", meta.dev(), meta.ino())
+        } else {
+            format!("{}:1", meta.dev())
+        };
+        let status = std::process::Command::new(BIN)
+            .args(["sync", "--config"])
+            .arg(&config)
+            .env("JOURNAL_STREAM", stream)
+            .env("DISTLINK_JOURNAL_SOCKET", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::read_to_string(&err).unwrap()
+    };
+    let stderr = run(true);
+    assert!(
+        !stderr.contains("reconcile (sync)"),
+        "went to stderr although it is the journal: {stderr}"
+    );
+    assert!(
+        wait_until(DEADLINE, || !journal
+            .messages("reconcile (sync)")
+            .is_empty()),
+        "nothing reached the journal"
+    );
+    let before = journal.messages("reconcile (sync)").len();
+    let stderr = run(false);
+    assert!(stderr.contains("info: reconcile (sync)"), "{stderr}");
+    assert_eq!(
+        journal.messages("reconcile (sync)").len(),
+        before,
+        "went to the journal without JOURNAL_STREAM"
+    );
+}

@@ -331,8 +331,13 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits for the exit status.
-    pub fn stop(mut self) -> ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `sig`, then waits for the exit status.
+    pub fn stop_with(mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        self.signal(sig);
         let mut child = self.child.take().unwrap();
         let end = Instant::now() + DEADLINE;
         loop {
