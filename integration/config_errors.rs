@@ -163,6 +163,23 @@ fn every_kind_of_config_error_has_its_message() {
     let (code, text) = check(&good);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("configuration OK: 2 hosts"), "{text}");
+    assert!(
+        text.contains("filesystem mark: ok, unlimited queue"),
+        "{text}"
+    );
+    assert!(
+        text.contains("records: user.distlink extended attributes: ok"),
+        "{text}"
+    );
+    let bad_user = s.config(&format!(
+        "hosts:\n  a: {a}\n  b: {b}\nuser: no-such-user-here\n"
+    ));
+    let (code, text) = check(&bad_user);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("no user \"no-such-user-here\" on this system"),
+        "{text}"
+    );
 
     // `run` refuses the same way, before READY=1.
     let bad = s.config(&format!("hosts:\n  a: {a}\n  b: {f}/nope\n"));

@@ -16,7 +16,25 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     hosts.check_records()?;
     // Opening the group and marking proves kernel support and privileges; dropping it
     // removes the mark again.
-    drop(Watch::open(&hosts, config.unlimited_queue)?);
+    let watch = Watch::open(&hosts, config.unlimited_queue)?;
+    let queue = match watch.limit {
+        None => "unlimited queue".to_owned(),
+        Some(n) => format!("queue limited to {n} events"),
+    };
+    drop(watch);
+    let user = match &config.user {
+        None => "root with CAP_FOWNER, CAP_DAC_READ_SEARCH, CAP_DAC_OVERRIDE".to_owned(),
+        Some(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => format!(
+                "user {name} (uid {}) with CAP_FOWNER, CAP_DAC_READ_SEARCH",
+                u.uid
+            ),
+            _ => {
+                let e = std::io::Error::other(format!("no user {name:?} on this system"));
+                return Err(Error::setup("checking the configured user", e));
+            }
+        },
+    };
     let fs_type = crate::sys::fs_type(hosts.any_dir())
         .map(|t| format!("{t:#x}"))
         .unwrap_or_else(|_| "unknown".into());
@@ -32,5 +50,10 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     for h in hosts.iter() {
         out.push_str(&format!("\n  {}: {}", h.name, h.path.display()));
     }
+    out.push_str(&format!(
+        "\nfanotify: FID mode (FAN_REPORT_DFID_NAME) and filesystem mark: ok, {queue}\n\
+         records: user.distlink extended attributes: ok\n\
+         linking as: {user}"
+    ));
     Ok(out)
 }
