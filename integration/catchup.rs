@@ -294,6 +294,24 @@ fn a_host_directory_removed_and_recreated_is_picked_up() {
     portage_download(&hosts[0], "during.tar.gz", b"while gone");
     assert!(wait_linked(&hosts[..2], 0, "during.tar.gz"));
 
+    // A reload while host2's directory is gone is accepted (host2 stays pending), and a
+    // host added meanwhile gets the pool.
+    let host3 = s.scratch.fs().join("host3");
+    fs::create_dir(&host3).unwrap();
+    let mut with3 = hosts.clone();
+    with3.push(host3.clone());
+    s.scratch.config_for(&with3, SETTLE);
+    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        s.daemon.wait_log("hosts added: host3"),
+        "reload refused while host2 is gone"
+    );
+    assert!(wait_linked(
+        &[hosts[0].clone(), host3.clone()],
+        0,
+        "old.tar.gz"
+    ));
+
     // The next fetch on host2 re-creates it.
     fs::create_dir(&hosts[2]).unwrap();
     assert!(s.daemon.wait_log("is back"));
@@ -307,6 +325,11 @@ fn a_host_directory_removed_and_recreated_is_picked_up() {
         wait_linked(hosts, 2, "own.tar.gz"),
         "re-created host's download did not fan out"
     );
+    assert!(wait_linked(
+        &[hosts[0].clone(), host3.clone()],
+        0,
+        "new.tar.gz"
+    ));
     assert!(s.daemon.wait_log("reconcile (host directory back) done"));
     assert!(
         wait_linked(hosts, 0, "during.tar.gz"),

@@ -449,7 +449,15 @@ impl Daemon {
         let loaded = Config::load(&self.config.source)
             .map_err(Error::from)
             .and_then(|config| {
-                let hosts = HostSet::open(&config)?;
+                // Hosts whose directory is gone right now stay gone, not an error.
+                let vanished: Vec<String> = self
+                    .config
+                    .hosts
+                    .iter()
+                    .filter(|h| !self.hosts.contains(&h.name))
+                    .map(|h| h.name.clone())
+                    .collect();
+                let hosts = HostSet::open_except(&config, &vanished)?;
                 // A new filesystem needs a new mark; the old group goes when the new one is in.
                 let watch = if hosts.dev != self.hosts.dev {
                     Some(Watch::open(&hosts, config.unlimited_queue)?)

@@ -113,9 +113,19 @@ impl HostSet {
     /// Opens every host directory of `config` and checks that hardlinks can work between
     /// them. Every problem is reported, each with the entry's line and column.
     pub fn open(config: &Config) -> Result<HostSet, ConfigError> {
+        HostSet::open_except(config, &[])
+    }
+
+    /// Like [`HostSet::open`], but a host named in `vanished` whose directory does not
+    /// exist is left out instead of being an error (a reload while `eclean-dist` has
+    /// removed that host's directory).
+    pub fn open_except(config: &Config, vanished: &[String]) -> Result<HostSet, ConfigError> {
         let mut problems = Vec::new();
         let mut opened: Vec<(&HostConfig, Host, u64, i32)> = Vec::new();
         for h in &config.hosts {
+            if vanished.contains(&h.name) && h.path.symlink_metadata().is_err() {
+                continue;
+            }
             match open_host(h) {
                 Ok((host, dev, mount_id)) => opened.push((h, host, dev, mount_id)),
                 Err(message) => problems.push(Problem::new(Some(h.at), message)),
