@@ -79,6 +79,14 @@ fn portage_download_reaches_every_host_on_ext4() {
 }
 
 #[test]
+fn portage_download_reaches_every_host_on_xfs() {
+    if !require_root() || !require_tool("mkfs.xfs") {
+        return;
+    }
+    portage_download_case(Scratch::xfs("portage-xfs"));
+}
+
+#[test]
 fn direct_write_is_linked_only_after_settle() {
     if !require_root() {
         return;

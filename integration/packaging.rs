@@ -1,33 +1,12 @@
 //! The files in `packaging/`: systemd unit, OpenRC script, Gentoo ebuild, man page and
 //! completions generated from the command-line definition.
 
-use crate::util::BIN;
+use crate::util::{BIN, require_tool};
 use std::collections::BTreeSet;
 use std::fs;
 use std::process::Command;
 
 const PACKAGING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging");
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Tools CI installs are required there; elsewhere a missing one skips loudly.
-fn require_tool(tool: &str) -> bool {
-    if have(tool) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{tool} is missing (CI installs it in .ci/run)"
-    );
-    eprintln!("SKIPPED: {tool} not installed");
-    false
-}
 
 fn read(rel: &str) -> String {
     fs::read_to_string(format!("{PACKAGING}/{rel}")).unwrap()

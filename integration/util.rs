@@ -32,6 +32,27 @@ pub fn require_root() -> bool {
     false
 }
 
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Tools `.ci/run` installs are required in CI; elsewhere a missing one skips loudly.
+pub fn require_tool(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{tool} is missing (.ci/run installs it)"
+    );
+    eprintln!("SKIPPED: {tool} is not installed");
+    false
+}
+
 /// Polls `cond` every few milliseconds until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -104,13 +125,23 @@ impl Scratch {
 
     /// A scratch directory with a fresh loop-mounted ext4 image at `fs/`.
     pub fn ext4(test: &str, megabytes: u64) -> Scratch {
+        Scratch::image(test, megabytes, "mkfs.ext4", &["-q", "-F"])
+    }
+
+    /// A scratch directory with a fresh loop-mounted xfs image at `fs/` (xfs wants at
+    /// least 300 MiB; the image is sparse).
+    pub fn xfs(test: &str) -> Scratch {
+        Scratch::image(test, 320, "mkfs.xfs", &["-q", "-f"])
+    }
+
+    fn image(test: &str, megabytes: u64, mkfs: &str, args: &[&str]) -> Scratch {
         let mut s = Scratch::new(test);
-        let img = s.root.join("ext4.img");
+        let img = s.root.join("fs.img");
         fs::File::create(&img)
             .unwrap()
             .set_len(megabytes << 20)
             .unwrap();
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        run(Command::new(mkfs).args(args).arg(&img));
         let mnt = s.root.join("fs");
         fs::create_dir_all(&mnt).unwrap();
         run(Command::new("mount")
