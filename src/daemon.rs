@@ -340,9 +340,15 @@ impl Daemon {
             for item in event::parse(&buf[..n]) {
                 match item {
                     Ok(ev) => self.handle(&ev, now),
-                    Err(e) => {
+                                        Err(e) => {
+                        // The rest of this buffer cannot be located: those events are
+                        // lost, so look at the directories instead.
                         self.bad_events += 1;
-                        log::error!("malformed fanotify event ignored: {e}");
+                        log::error!(
+                            "malformed fanotify event ({e}; {} so far); rescanning",
+                            self.bad_events
+                        );
+                        self.request_reconcile("malformed events");
                     }
                 }
             }
