@@ -356,3 +356,50 @@ fn auto_log_target_follows_journal_stream() {
         "went to the journal without JOURNAL_STREAM"
     );
 }
+
+#[test]
+fn syslog_target_writes_rfc3164_to_dev_log() {
+    if !require_root() || !require_tool("unshare") {
+        return;
+    }
+    let scratch = Scratch::tmpfs("syslog");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "");
+    // A private mount namespace where /dev/log is our socket (bind-mounted over an
+    // empty tmpfs /dev), so the machine's own /dev/log is never touched.
+    let sock_path = scratch.root.join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs none /dev && touch /dev/log && \
+         mount --bind '{}' /dev/log && exec '{BIN}' --log-target syslog sync --config '{}'",
+        sock_path.display(),
+        config.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let line = lines
+        .iter()
+        .find(|l| l.contains("reconcile (sync)"))
+        .unwrap_or_else(|| panic!("nothing logged: {lines:?}"));
+    // LOG_DAEMON (3) * 8 + info (6) = 30.
+    assert!(line.starts_with("<30>"), "{line}");
+    assert!(line.contains("distlink["), "{line}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("reconcile (sync)"),
+        "also went to stderr"
+    );
+}

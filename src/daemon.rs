@@ -340,7 +340,7 @@ impl Daemon {
             for item in event::parse(&buf[..n]) {
                 match item {
                     Ok(ev) => self.handle(&ev, now),
-                                        Err(e) => {
+                    Err(e) => {
                         // The rest of this buffer cannot be located: those events are
                         // lost, so look at the directories instead.
                         self.bad_events += 1;
