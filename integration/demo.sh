@@ -27,6 +27,7 @@ hosts:
   host1: $d/host1
   host2: $d/host2
 settle: 2s
+state_file: $work/run/status
 YAML
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -55,6 +56,10 @@ ls -li "$d"/*/bar-2.0.tar.xz
 say "host2 runs eclean-dist (removes its name): the others keep the file"
 rm "$d/host2/foo-1.0.tar.gz"
 ls -li "$d"/*/foo-1.0.tar.gz 2>/dev/null || true
+
+say "distlink status"
+sleep 5.5   # the status file is rewritten every 5 s
+"$bin" status --config "$work/distlink.yaml" || true
 
 say "SIGTERM"
 kill -TERM "$pid"; wait "$pid"; pid=
