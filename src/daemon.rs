@@ -404,7 +404,7 @@ impl Daemon {
         if self.rules.skip(name).is_some() {
             return;
         }
-        let key: PendingKey = (Arc::from(self.hosts.get(host).name.as_str()), name.into());
+        let key: PendingKey = (Arc::clone(&self.hosts.get(host).name), name.into());
         if ev.mask & libc::FAN_MOVED_TO != 0 {
             // A rename into a final name: complete now.
             self.settle.forget(&key);
@@ -427,13 +427,13 @@ impl Daemon {
     }
 
     fn host_index(&self, name: &str) -> Option<usize> {
-        self.hosts.iter().position(|h| h.name == name)
+        self.hosts.iter().position(|h| *h.name == *name)
     }
 
     /// Files whose settle time is over and that did not change: fan them out.
     fn finish_settled(&mut self) {
         let hosts = Arc::clone(&self.hosts);
-        let index = |host: &str| hosts.iter().position(|h| h.name == host);
+        let index = |host: &str| hosts.iter().position(|h| *h.name == *host);
         let done = self.settle.due(Instant::now(), |(host, name)| {
             file_state(&hosts, index(host)?, name)
         });
@@ -484,13 +484,13 @@ impl Daemon {
                 let added: Vec<&str> = hosts
                     .iter()
                     .filter(|h| !self.hosts.contains(&h.name))
-                    .map(|h| h.name.as_str())
+                    .map(|h| &*h.name)
                     .collect();
                 let removed: Vec<&str> = self
                     .hosts
                     .iter()
                     .filter(|h| !hosts.contains(&h.name))
-                    .map(|h| h.name.as_str())
+                    .map(|h| &*h.name)
                     .collect();
                 if !removed.is_empty() {
                     log::info!(
@@ -541,7 +541,7 @@ impl Daemon {
                 let current = self
                     .hosts
                     .iter()
-                    .find(|h| h.name == hc.name)
+                    .find(|h| *h.name == *hc.name)
                     .map(|h| h.key.clone());
                 if current.as_deref() == Some(&*host.key) {
                     return;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 /// One opened host directory.
 #[derive(Debug)]
 pub struct Host {
-    pub name: String,
+    /// Shared, so a pending file can name its host without an allocation per event.
+    pub name: Arc<str>,
     pub path: PathBuf,
     /// `O_PATH | O_DIRECTORY` descriptor: every link, stat and open goes through it.
     pub dir: OwnedFd,
@@ -101,7 +102,7 @@ pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), String> {
     let fsid =
         sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
     let host = Host {
-        name: h.name.clone(),
+        name: Arc::from(h.name.as_str()),
         path: h.path.clone(),
         dir,
         key: object_key(fsid, &handle),
@@ -180,7 +181,7 @@ impl HostSet {
         let hosts = self
             .hosts
             .iter()
-            .filter(|h| h.name != name)
+            .filter(|h| *h.name != *name)
             .cloned()
             .collect();
         HostSet::from_hosts(hosts, self.dev, self.mount_id)
@@ -198,7 +199,7 @@ impl HostSet {
         hosts.sort_by_key(|h| {
             order
                 .iter()
-                .position(|c| c.name == h.name)
+                .position(|c| *c.name == *h.name)
                 .unwrap_or(usize::MAX)
         });
         HostSet::from_hosts(hosts, self.dev, self.mount_id)
@@ -210,7 +211,7 @@ impl HostSet {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.hosts.iter().any(|h| h.name == name)
+        self.hosts.iter().any(|h| *h.name == *name)
     }
 
     /// The host whose directory has this event key.

@@ -293,7 +293,7 @@ pub fn fan_out(job: &Job) -> Outcome {
         out.deferred = true;
         match &scan.defer {
             Some(tx) => {
-                let _ = tx.send((Arc::from(src.name.as_str()), job.name.clone()));
+                let _ = tx.send((Arc::clone(&src.name), job.name.clone()));
             }
             None => println!(
                 "skipped {}/{name}: changed in the last {:?}, may still be written",
@@ -345,7 +345,7 @@ pub fn fan_out(job: &Job) -> Outcome {
             LinkResult::Conflict => {
                 out.conflicts += 1;
                 log::warn!(
-                    host = dst.name.as_str(), file:% = name;
+                    host = &*dst.name, file:% = name;
                     "conflict: {}/{name} is another file than {}/{name}; left alone",
                     dst.name,
                     src.name
@@ -358,7 +358,7 @@ pub fn fan_out(job: &Job) -> Outcome {
             LinkResult::Failed(e) => {
                 out.errors += 1;
                 log::error!(
-                    host = dst.name.as_str(), file:% = name;
+                    host = &*dst.name, file:% = name;
                     "failed to link {}/{name} -> {}/{name}: {}: {}{}",
                     src.name,
                     dst.name,
@@ -378,7 +378,7 @@ pub fn fan_out(job: &Job) -> Outcome {
         match report {
             Report::Log => log::info!(
                 target: crate::logging::FANOUT,
-                host = src.name.as_str(), file:% = name;
+                host = &*src.name, file:% = name;
                 "{}/{name} ({why}): linked into {}",
                 src.name,
                 linked.join(", ")
