@@ -403,3 +403,56 @@ fn syslog_target_writes_rfc3164_to_dev_log() {
         "also went to stderr"
     );
 }
+
+#[test]
+fn service_manager_gets_ready_reloading_and_watchdog() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("notify");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "");
+    let path = scratch.root.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Reaped(
+        std::process::Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "10000000")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut wait_for = |what: &str, seen: &mut Vec<String>| {
+        wait_until(DEADLINE, || {
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            seen.iter().any(|m| m.lines().any(|l| l.starts_with(what)))
+        })
+    };
+    assert!(wait_for("READY=1", &mut seen), "{seen:?}");
+    seen.clear();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(wait_for("RELOADING=1", &mut seen), "{seen:?}");
+    let reloading = seen
+        .iter()
+        .find(|m| m.starts_with("RELOADING=1"))
+        .unwrap()
+        .clone();
+    assert!(reloading.contains("\nMONOTONIC_USEC="), "{reloading}");
+    assert!(
+        wait_for("READY=1", &mut seen),
+        "no READY=1 after the reload: {seen:?}"
+    );
+    // The watchdog is fed every few seconds (WatchdogSec= in the unit is 60 s).
+    assert!(wait_for("WATCHDOG=1", &mut seen), "{seen:?}");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.0.wait().unwrap().success());
+}

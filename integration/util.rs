@@ -642,3 +642,13 @@ pub fn proc_status(pid: i32, key: &str) -> String {
 pub fn cap_mask(pid: i32, key: &str) -> u64 {
     u64::from_str_radix(&proc_status(pid, key), 16).unwrap()
 }
+
+/// A child process killed when dropped (a test that fails leaves nothing running).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
