@@ -10,7 +10,7 @@ use crate::control::{Control, Signals};
 use crate::display::Name;
 use crate::error::Error;
 use crate::event;
-use crate::hosts::{HostSet, object_key, open_dir, open_host};
+use crate::hosts::{HostSet, open_host};
 use crate::linker::{Counters, Job, Linker, Report, ScanTally, Trigger};
 use crate::notify::notify;
 use crate::watch::Watch;
@@ -140,7 +140,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
 
     let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
     let mut daemon = Daemon {
-        parents: parent_keys(&config),
+        parents: crate::hosts::parent_keys(&config),
         reconcile: None,
         rescan: None,
         defer_tx,
@@ -203,30 +203,6 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         counters.errors.load(Ordering::Relaxed),
     );
     result
-}
-
-/// Event keys of the host directories' parents.
-fn parent_keys(config: &Config) -> HashMap<Box<[u8]>, Vec<usize>> {
-    let mut map: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
-    for (i, h) in config.hosts.iter().enumerate() {
-        let Some(parent) = h.path.parent() else {
-            continue;
-        };
-        let key = open_dir(parent).ok().and_then(|fd| {
-            let handle = crate::sys::name_to_handle_at(fd.as_fd(), c"").ok()?;
-            let fsid = crate::sys::fsid(fd.as_fd()).ok()?;
-            Some(object_key(fsid, &handle))
-        });
-        match key {
-            Some(k) => map.entry(k).or_default().push(i),
-            None => log::warn!(
-                "host {}: cannot watch {} for the directory vanishing",
-                h.name,
-                parent.display()
-            ),
-        }
-    }
-    map
 }
 
 /// Milliseconds from now until `deadline`, rounded up, for `poll`.
@@ -506,7 +482,7 @@ impl Daemon {
                     );
                 }
                 self.hosts = Arc::new(hosts);
-                self.parents = parent_keys(&config);
+                self.parents = crate::hosts::parent_keys(&config);
                 if config.workers != self.config.workers {
                     log::warn!(
                         "workers: the new count ({}) applies after a restart",

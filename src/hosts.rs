@@ -57,6 +57,36 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
     nix::fcntl::openat2(AT_FDCWD, path, how)
 }
 
+/// The event key of the directory behind `fd`, and the mount it was reached through.
+pub fn dir_key(fd: BorrowedFd<'_>) -> std::io::Result<(Box<[u8]>, i32)> {
+    let handle = sys::name_to_handle_at(fd, c"")?;
+    let fsid = sys::fsid(fd)?;
+    Ok((object_key(fsid, &handle), handle.mount_id))
+}
+
+/// Event keys of the host directories' parents, each with the configuration indexes of
+/// the hosts below it: how a host directory is seen to vanish and come back.
+pub fn parent_keys(config: &Config) -> HashMap<Box<[u8]>, Vec<usize>> {
+    let mut map: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+    for (i, h) in config.hosts.iter().enumerate() {
+        let Some(parent) = h.path.parent() else {
+            continue;
+        };
+        match open_dir(parent)
+            .ok()
+            .and_then(|fd| dir_key(fd.as_fd()).ok())
+        {
+            Some((key, _)) => map.entry(key).or_default().push(i),
+            None => log::warn!(
+                "host {}: cannot watch {} for the directory vanishing",
+                h.name,
+                parent.display()
+            ),
+        }
+    }
+    map
+}
+
 /// The first component of `path` that is a symlink, for messages.
 fn first_symlink(path: &Path) -> Option<PathBuf> {
     let mut cur = PathBuf::new();
@@ -97,17 +127,19 @@ pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), String> {
         e => format!("host {}: cannot open {path}: {e}", h.name),
     })?;
     let st = fstat(&dir).map_err(|e| format!("host {}: cannot stat {path}: {e}", h.name))?;
-    let handle = sys::name_to_handle_at(dir.as_fd(), c"")
-        .map_err(|e| format!("host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)", h.name))?;
-    let fsid =
-        sys::fsid(dir.as_fd()).map_err(|e| format!("host {}: statfs {path}: {e}", h.name))?;
+    let (key, mount_id) = dir_key(dir.as_fd()).map_err(|e| {
+        format!(
+            "host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)",
+            h.name
+        )
+    })?;
     let host = Host {
         name: Arc::from(h.name.as_str()),
         path: h.path.clone(),
         dir,
-        key: object_key(fsid, &handle),
+        key,
     };
-    Ok((host, st.st_dev, handle.mount_id))
+    Ok((host, st.st_dev, mount_id))
 }
 
 impl HostSet {
