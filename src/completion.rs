@@ -169,12 +169,6 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
         self.pending.is_empty()
     }
 
-    /// Forget everything (used when a rescan replaces what the events said).
-    pub fn clear(&mut self) {
-        self.pending.clear();
-        self.queue.clear();
-    }
-
     /// When [`Settle::due`] next has something to do.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((deadline, key))) = self.queue.peek() {

@@ -402,19 +402,14 @@ impl Daemon {
             .submit(Job::live(Arc::clone(&self.hosts), src, name, trigger));
     }
 
-    fn host_index(&self, name: &str) -> Option<usize> {
-        self.hosts.iter().position(|h| *h.name == *name)
-    }
-
     /// Files whose settle time is over and that did not change: fan them out.
     fn finish_settled(&mut self) {
         let hosts = Arc::clone(&self.hosts);
-        let index = |host: &str| hosts.iter().position(|h| *h.name == *host);
         let done = self.settle.due(Instant::now(), |(host, name)| {
-            file_state(&hosts, index(host)?, name)
+            file_state(&hosts, hosts.position(host)?, name)
         });
         for (host, name) in done {
-            if let Some(i) = self.host_index(&host) {
+            if let Some(i) = self.hosts.position(&host) {
                 self.submit(i, name, Trigger::Settled);
             }
         }
@@ -682,7 +677,8 @@ impl Daemon {
         let now = Instant::now();
         while let Ok((host, name)) = self.defer_rx.try_recv() {
             let state = self
-                .host_index(&host)
+                .hosts
+                .position(&host)
                 .and_then(|i| file_state(&self.hosts, i, &name));
             self.settle.touch((host, name), now, state);
         }

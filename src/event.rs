@@ -122,13 +122,6 @@ impl<'a> Event<'a> {
             matches!(r.info_type, INFO_DFID_NAME | INFO_NEW_DFID_NAME) && r.name.is_some()
         })
     }
-
-    /// The record identifying the object itself (`FID`, or `DFID` of a directory for
-    /// self events of directories).
-    pub fn object(&self) -> Option<FidRecord<'a>> {
-        self.records()
-            .find(|r| matches!(r.info_type, INFO_FID | INFO_DFID))
-    }
 }
 
 /// Parses one info record at the front of `buf`; returns it and the rest.
@@ -382,7 +375,7 @@ mod tests {
         let ev = parse(&buf).next().unwrap().unwrap();
         assert_eq!(ev.mask, libc::FAN_Q_OVERFLOW);
         assert!(ev.dir_entry().is_none());
-        assert!(ev.object().is_none());
+        assert_eq!(ev.records().count(), 0);
     }
 
     #[test]
@@ -394,7 +387,11 @@ mod tests {
         );
         let ev = parse(&buf).next().unwrap().unwrap();
         assert!(ev.dir_entry().is_none());
-        assert_eq!(ev.object().unwrap().key.len(), 24);
+        let rec = ev.records().next().unwrap();
+        assert_eq!(
+            (rec.info_type, rec.key.len(), rec.name),
+            (INFO_DFID, 24, None)
+        );
     }
 
     #[test]
@@ -531,7 +528,6 @@ mod tests {
                     let _ = (r.key.len(), r.name.map(<[u8]>::len));
                 }
                 let _ = ev.dir_entry();
-                let _ = ev.object();
             }
         }
     }

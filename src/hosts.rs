@@ -242,8 +242,13 @@ impl HostSet {
         self.hosts.is_empty() || (dev == self.dev && mount_id == self.mount_id)
     }
 
+    /// The index of host `name`, if it is in the set.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.hosts.iter().position(|h| *h.name == *name)
+    }
+
     pub fn contains(&self, name: &str) -> bool {
-        self.hosts.iter().any(|h| *h.name == *name)
+        self.position(name).is_some()
     }
 
     /// The host whose directory has this event key.

@@ -119,7 +119,6 @@ impl ScanTally {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     pub links: u64,
-    pub already: u64,
     pub conflicts: u64,
     pub errors: u64,
     pub skipped: bool,
@@ -133,16 +132,12 @@ pub struct Counters {
     pub files: AtomicU64,
     /// Links made.
     pub links: AtomicU64,
-    /// Names that already held the same file.
-    pub already: AtomicU64,
     /// Names that held another file (left alone).
     pub conflicts: AtomicU64,
     /// Link attempts that failed.
     pub errors: AtomicU64,
     /// Candidates not linked (not a regular file, setuid, vanished).
     pub skipped: AtomicU64,
-    /// Jobs finished, whatever their outcome.
-    pub jobs: AtomicU64,
 }
 
 /// What happened to one host's name.
@@ -320,7 +315,6 @@ pub fn fan_out(job: &Job) -> Outcome {
             continue;
         }
         if job.present & (1u64 << i) != 0 {
-            out.already += 1;
             holders.push(&dst.name);
             continue;
         }
@@ -339,7 +333,6 @@ pub fn fan_out(job: &Job) -> Outcome {
                 holders.push(&dst.name);
             }
             LinkResult::AlreadyThere => {
-                out.already += 1;
                 holders.push(&dst.name);
             }
             LinkResult::Conflict => {
@@ -422,7 +415,6 @@ fn account(job: &Job, out: &Outcome, counters: &Counters) {
         }
     };
     add(&counters.links, out.links);
-    add(&counters.already, out.already);
     add(&counters.conflicts, out.conflicts);
     add(&counters.errors, out.errors);
     add(&counters.skipped, u64::from(out.skipped));
@@ -435,7 +427,6 @@ fn account(job: &Job, out: &Outcome, counters: &Counters) {
         add(&scan.files, u64::from(out.links > 0));
         scan.done.fetch_add(1, Ordering::Release);
     }
-    counters.jobs.fetch_add(1, Ordering::Release);
 }
 
 /// The pool. Dropping the sender (in [`Linker::shutdown`]) lets every worker finish the
