@@ -89,7 +89,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    /// From the configuration's `log_level` (already validated).
+    /// From a level's name (`info`, …), as the configuration's `log_level` gives it.
     pub fn parse(s: &str) -> Option<LogLevel> {
         <LogLevel as ValueEnum>::from_str(s, true).ok()
     }

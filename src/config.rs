@@ -416,9 +416,7 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE));
         let prometheus_textfile = absolute("prometheus_textfile", raw.prometheus_textfile);
         let log_level = match raw.log_level {
-            Some(l) if ["error", "warn", "info", "debug"].contains(&l.value.as_str()) => {
-                Some(l.value)
-            }
+            Some(l) if crate::cli::LogLevel::parse(&l.value).is_some() => Some(l.value),
             Some(l) => {
                 problems.push(Problem::new(
                     Some(Location::of(&l)),
@@ -657,5 +655,45 @@ mod example_tests {
             super::Config::parse(std::path::Path::new("packaging/distlink.yaml"), text).unwrap();
         assert_eq!(c.hosts.len(), 3);
         assert_eq!(c.ignore.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn optional_keys_are_checked() {
+        let base = "hosts:\n  a: /d/a\n  b: /d/b\n";
+        let c = Config::parse(
+            Path::new("c"),
+            &format!("{base}log_level: debug\nuser: portage\n"),
+        )
+        .unwrap();
+        assert_eq!(c.log_level.as_deref(), Some("debug"));
+        assert_eq!(c.user.as_deref(), Some("portage"));
+        assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
+        let text =
+            format!("{base}log_level: loud\nstate_file: run/status\nprometheus_textfile: x.prom\n");
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("c"), &text)
+        else {
+            panic!("accepted");
+        };
+        let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            all.iter()
+                .any(|m| m.contains("log_level must be error, warn, info or debug")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.contains("state_file must be an absolute path")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|m| m.contains("prometheus_textfile must be an absolute path")),
+            "{all:?}"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //!   (`$JOURNAL_STREAM` names stderr's device and inode, as systemd sets it), else
 //!   `stderr`.
 //!
-//! Fan-out lines are limited to [`BURST_LINES`] a second; the rest of a burst is counted
+//! In every target, fan-out lines are limited to [`BURST_LINES`] a second; the rest of a burst is counted
 //! and summarised in one line, so `emerge --fetchonly @world` cannot flood the journal.
 
 use log::kv::{Key, Value, VisitSource};
@@ -41,22 +41,47 @@ pub enum Target {
 enum Sink {
     Stderr,
     Journal { sock: UnixDatagram, path: String },
+    Syslog(syslog::BasicLogger),
 }
 
 struct Logger {
     sink: Sink,
     level: LevelFilter,
-    burst: Mutex<Burst>,
 }
 
-/// Per-second budget for fan-out lines.
+/// Per-second budget for fan-out lines, shared by every target.
 struct Burst {
-    window: Instant,
+    /// Start of the current one-second window.
+    window: Option<Instant>,
     shown: u32,
+    /// Lines held back since the last summary, and when the last one was.
+    suppressed: u64,
+    last: Option<Instant>,
 }
 
-/// Fan-out lines not shown, and when the last one was held back.
-static SUPPRESSED: Mutex<(u64, Option<Instant>)> = Mutex::new((0, None));
+static BURST: Mutex<Burst> = Mutex::new(Burst {
+    window: None,
+    shown: 0,
+    suppressed: 0,
+    last: None,
+});
+
+/// Whether a fan-out line may be shown now; counts it for the summary if not.
+fn admit() -> bool {
+    let mut b = BURST.lock().unwrap_or_else(|e| e.into_inner());
+    if b.window.is_none_or(|w| w.elapsed().as_secs() >= 1) {
+        b.window = Some(Instant::now());
+        b.shown = 0;
+    }
+    if b.shown < BURST_LINES {
+        b.shown += 1;
+        true
+    } else {
+        b.suppressed += 1;
+        b.last = Some(Instant::now());
+        false
+    }
+}
 
 /// Whether stderr is connected to the journal.
 fn stderr_is_journal() -> bool {
@@ -109,12 +134,7 @@ pub fn init(level: LevelFilter, target: Target) {
                 pid: std::process::id(),
             };
             match syslog::unix(formatter) {
-                Ok(logger) => {
-                    if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
-                        log::set_max_level(level);
-                    }
-                    return;
-                }
+                Ok(logger) => Sink::Syslog(syslog::BasicLogger::new(logger)),
                 Err(e) => {
                     note = Some(format!("syslog unusable ({e}); logging to stderr"));
                     Sink::Stderr
@@ -123,14 +143,7 @@ pub fn init(level: LevelFilter, target: Target) {
         }
         Target::Auto | Target::Stderr => Sink::Stderr,
     };
-    let logger = Logger {
-        sink,
-        level,
-        burst: Mutex::new(Burst {
-            window: Instant::now(),
-            shown: 0,
-        }),
-    };
+    let logger = Logger { sink, level };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }
@@ -143,9 +156,12 @@ pub fn init(level: LevelFilter, target: Target) {
 /// called from the event loop, which wakes at least every few seconds.
 pub fn flush_burst() {
     let n = {
-        let mut s = SUPPRESSED.lock().unwrap_or_else(|e| e.into_inner());
-        match s.1 {
-            Some(t) if s.0 > 0 && t.elapsed().as_secs() >= 1 => std::mem::take(&mut *s).0,
+        let mut b = BURST.lock().unwrap_or_else(|e| e.into_inner());
+        match b.last {
+            Some(t) if t.elapsed().as_secs() >= 1 => {
+                b.last = None;
+                std::mem::take(&mut b.suppressed)
+            }
             _ => 0,
         }
     };
@@ -220,26 +236,6 @@ fn priority(level: Level) -> u8 {
     }
 }
 
-impl Logger {
-    /// Whether a fan-out line may be shown now.
-    fn admit(&self) -> bool {
-        let mut b = self.burst.lock().unwrap_or_else(|e| e.into_inner());
-        if b.window.elapsed().as_secs() >= 1 {
-            b.window = Instant::now();
-            b.shown = 0;
-        }
-        if b.shown < BURST_LINES {
-            b.shown += 1;
-            true
-        } else {
-            let mut s = SUPPRESSED.lock().unwrap_or_else(|e| e.into_inner());
-            s.0 += 1;
-            s.1 = Some(Instant::now());
-            false
-        }
-    }
-}
-
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= self.level
@@ -249,7 +245,7 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        if record.target() == FANOUT && record.level() == Level::Info && !self.admit() {
+        if record.target() == FANOUT && record.level() == Level::Info && !admit() {
             return;
         }
         match &self.sink {
@@ -279,6 +275,7 @@ impl Log for Logger {
                     );
                 }
             }
+            Sink::Syslog(logger) => logger.log(record),
             Sink::Stderr => {
                 let level = match record.level() {
                     Level::Error => "error",
