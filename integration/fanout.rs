@@ -396,16 +396,54 @@ fn sixteen_hosts_each_downloading() {
 }
 
 #[test]
-fn sigterm_finishes_and_exits_zero() {
+fn sigterm_finishes_the_queued_links_and_exits_zero() {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("sigterm"), 2, &settle_line());
-    portage_download(&s.hosts[0], "last.tar.gz", b"x");
-    assert!(wait_linked(&s.hosts, 0, "last.tar.gz"));
-    let log_before = s.daemon.log();
+    // One worker and 16 hosts: the renames outrun the linking, so jobs are still queued
+    // when SIGTERM arrives.
+    let s = setup(
+        Scratch::tmpfs("sigterm"),
+        16,
+        &format!("{}workers: 1\n", settle_line()),
+    );
+    let names: Vec<String> = (0..400).map(|i| format!("queued-{i:03}.tar.gz")).collect();
+    for n in &names {
+        fs::write(s.hosts[0].join(format!("{n}.__download__")), b"q").unwrap();
+    }
+    for n in &names {
+        fs::rename(
+            s.hosts[0].join(format!("{n}.__download__")),
+            s.hosts[0].join(n),
+        )
+        .unwrap();
+    }
+    let log_path = s.daemon.log_path();
     let status = s.daemon.stop();
-    assert_eq!(status.code(), Some(0), "{log_before}");
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // Every file the daemon had taken on before the signal is in every host: queued
+    // jobs were finished, not dropped.
+    let taken: Vec<&String> = names
+        .iter()
+        .filter(|n| log.contains(&format!("host0/{n}: complete (Renamed)")))
+        .collect();
+    assert!(!taken.is_empty(), "no job before SIGTERM:\n{log}");
+    for n in &taken {
+        assert!(
+            linked_everywhere(&s.hosts[0].join(n), &s.hosts, n.as_ref()),
+            "{n} taken on but not finished:\n{log}"
+        );
+    }
+    let queued = log
+        .lines()
+        .find(|l| l.contains("SIGTERM: finishing"))
+        .unwrap_or("");
+    eprintln!(
+        "{} of {} taken on before SIGTERM, all finished; {queued}",
+        taken.len(),
+        names.len()
+    );
     // SIGINT (Ctrl-C in the foreground) too.
     let config = s.scratch.config_for(&s.hosts, &settle_line());
     let d = Daemon::start(&s.scratch, &config);

@@ -341,6 +341,11 @@ impl Daemon {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// The daemon's stderr, which outlives it.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

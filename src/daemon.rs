@@ -277,7 +277,7 @@ impl Daemon {
                 match control {
                     Control::Shutdown(sig) => {
                         log::info!(
-                            "{sig}: finishing {} queued links, then exiting",
+                            "{sig}: finishing {} queued fan-outs, then exiting",
                             self.linker.backlog()
                         );
                         return Ok(());
