@@ -286,10 +286,7 @@ fn reconcile() -> (Duration, String) {
     let (hosts, missing) = reconcile_fixture(&scratch);
     // Files older than the settle time are linked at once, not deferred.
     let config = scratch.config_for(&hosts, "settle: 10ms\n");
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(20) {
-        std::thread::yield_now();
-    }
+    std::thread::sleep(Duration::from_millis(20));
     let daemon = Daemon::start(&scratch, &config);
     assert!(
         daemon.wait_log("reconcile (start-up) done"),
