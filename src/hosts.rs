@@ -237,9 +237,10 @@ impl HostSet {
         HostSet::from_hosts(hosts, self.dev, self.mount_id)
     }
 
-    /// Whether `host` is on this set's filesystem and mount (for a re-created directory).
+    /// Whether a directory is on this set's filesystem and mount (for a re-created host
+    /// directory). The set keeps both even when every directory is gone.
     pub fn fits(&self, dev: u64, mount_id: i32) -> bool {
-        self.hosts.is_empty() || (dev == self.dev && mount_id == self.mount_id)
+        dev == self.dev && mount_id == self.mount_id
     }
 
     /// The index of host `name`, if it is in the set.
