@@ -456,3 +456,76 @@ fn service_manager_gets_ready_reloading_and_watchdog() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.0.wait().unwrap().success());
 }
+
+/// A service manager that keeps `$NOTIFY_SOCKET` but stops reading it (OpenRC 0.62/0.63's
+/// supervise-daemon after READY=1): every reload sends two messages, the queue fills
+/// after a few, and the event loop must neither sleep in `sendto` nor miss a download.
+/// The STATUS= sent with READY=1 counts the hosts after the reload.
+#[test]
+fn a_notify_socket_nobody_reads_never_blocks_the_event_loop() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("notify-full");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts[..2], "settle: 300ms\n");
+    let path = scratch.root.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Reaped(
+        std::process::Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    let mut buf = [0u8; 4096];
+    let mut ready = String::new();
+    assert!(wait_until(DEADLINE, || {
+        if let Ok(n) = sock.recv(&mut buf) {
+            ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        ready.starts_with("READY=1")
+    }));
+    assert!(
+        ready.contains("STATUS=watching 2 host directories"),
+        "{ready}"
+    );
+    // A third host, then many reloads with nobody reading (the queue holds about ten).
+    scratch.config_for(&hosts, "settle: 300ms\n");
+    for _ in 0..40 {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    portage_download(&hosts[0], "after-reloads.tar.gz", b"data");
+    assert!(
+        wait_linked(&hosts, 0, "after-reloads.tar.gz"),
+        "the event loop stopped linking:\n{}",
+        tree(&scratch.fs())
+    );
+    // Read what got through: the last READY=1 counts the added host.
+    let mut last_status = String::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.contains("STATUS=") {
+            last_status = m;
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(wait_until(DEADLINE, || {
+        if let Ok(n) = sock.recv(&mut buf) {
+            last_status = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        last_status.starts_with("READY=1")
+    }));
+    assert!(
+        last_status.contains("STATUS=watching 3 host directories"),
+        "{last_status}"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.0.wait().unwrap().success());
+}

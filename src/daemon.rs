@@ -164,13 +164,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     daemon.log_start();
 
     // 6. Tell the service manager: the mark is in place.
-    let status = format!(
-        "READY=1\nSTATUS=watching {} host directories",
-        daemon.hosts.len()
-    );
-    if let Err(e) = notify(&status) {
-        log::warn!("cannot notify the service manager ($NOTIFY_SOCKET): {e}");
-    }
+    daemon.notify_ready();
 
     // 7. Catch up with what changed while distlink was not running. The mark is already
     //    in place, so events arriving during the scan are queued, not lost.
@@ -254,8 +248,14 @@ impl Daemon {
 
     fn event_loop(&mut self) -> Result<(), Error> {
         let mut buf = vec![0u8; READ_BUF];
+        // WatchdogSec=: ping at half the interval, as sd_watchdog_enabled(3) advises.
+        let watchdog = crate::notify::watchdog_interval().map(|d| d / 2);
+        let mut pinged = Instant::now();
         loop {
             let mut deadline = Instant::now() + STATUS_EVERY;
+            if let Some(every) = watchdog {
+                deadline = deadline.min(pinged + every);
+            }
             if let Some(d) = self.settle.next_deadline() {
                 deadline = deadline.min(d);
             }
@@ -295,10 +295,13 @@ impl Daemon {
                 .is_none_or(|t| t.elapsed() >= STATUS_EVERY)
             {
                 self.write_status("running");
-                // The service manager's watchdog (WatchdogSec=): the loop is alive.
-                if std::env::var_os("WATCHDOG_USEC").is_some() {
-                    let _ = notify("WATCHDOG=1");
-                }
+            }
+            // The service manager's watchdog: the loop is alive.
+            if let Some(every) = watchdog
+                && pinged.elapsed() >= every
+            {
+                pinged = Instant::now();
+                let _ = notify("WATCHDOG=1");
             }
         }
     }
@@ -498,8 +501,19 @@ impl Daemon {
                 }
             }
         }
-        if let Err(e) = notify("READY=1") {
-            log::warn!("cannot notify the service manager: {e}");
+        self.notify_ready();
+    }
+
+    /// READY=1 with the current host count (at start-up and after every reload).
+    fn notify_ready(&self) {
+        let present = self.hosts.len();
+        let configured = self.config.hosts.len();
+        let mut status = format!("READY=1\nSTATUS=watching {present} host directories");
+        if present < configured {
+            status.push_str(&format!(" ({} missing)", configured - present));
+        }
+        if let Err(e) = notify(&status) {
+            log::warn!("cannot notify the service manager ($NOTIFY_SOCKET): {e}");
         }
     }
 

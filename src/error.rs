@@ -21,6 +21,9 @@ pub enum Error {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    /// The kernel or a sandbox (a seccomp filter, a resource limit) refused a call that
+    /// the configuration needs: not a configuration error, so a service manager may retry.
+    Refused { what: String, source: io::Error },
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
 }
@@ -59,6 +62,7 @@ impl fmt::Display for Error {
                  attributes; tmpfs, ext4, xfs and btrfs can)",
                 path.display()
             ),
+            Error::Refused { what, .. } => f.write_str(what),
             Error::Setup { what, .. } => write!(f, "{what} failed"),
         }
     }
@@ -70,6 +74,7 @@ impl std::error::Error for Error {
             Error::Config(e) => e.source(),
             Error::Fanotify { source, .. }
             | Error::Setup { source, .. }
+            | Error::Refused { source, .. }
             | Error::Records { source, .. } => Some(source),
         }
     }
