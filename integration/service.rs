@@ -529,3 +529,94 @@ fn a_notify_socket_nobody_reads_never_blocks_the_event_loop() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.0.wait().unwrap().success());
 }
+
+/// Receives every datagram waiting on `sock` (read timeout set) until `needle` shows up.
+fn syslog_sees(sock: &UnixDatagram, needle: &str) -> bool {
+    let mut buf = [0u8; 8192];
+    wait_until(DEADLINE, || {
+        sock.recv(&mut buf)
+            .is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).contains(needle))
+    })
+}
+
+/// The syslog daemon restarts (log rotation, an upgrade): its socket at /dev/log is
+/// replaced by a new one. Lines logged afterwards reach the new socket.
+#[test]
+fn syslog_lines_reach_a_restarted_syslog_daemon() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("syslog-restart");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    let dev_log = scratch.root.join("dev-log");
+    let first = UnixDatagram::bind(&dev_log).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let daemon = Daemon::start_env(
+        &scratch,
+        &config,
+        &["--log-target", "syslog"],
+        &[("DISTLINK_SYSLOG_SOCKET", dev_log.display().to_string())],
+    );
+    portage_download(&hosts[0], "before.tar.gz", b"1");
+    assert!(
+        syslog_sees(&first, "before.tar.gz"),
+        "nothing before the restart"
+    );
+    // The restart: the old socket goes, a new one is bound at the same path.
+    drop(first);
+    fs::remove_file(&dev_log).unwrap();
+    let second = UnixDatagram::bind(&dev_log).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    portage_download(&hosts[0], "after.tar.gz", b"2");
+    assert!(wait_linked(&hosts, 0, "after.tar.gz"));
+    assert!(
+        syslog_sees(&second, "after.tar.gz"),
+        "no line reached the restarted syslog daemon:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.stop().success());
+}
+
+/// A syslog daemon that is alive but never reads: its queue fills, and then every send
+/// would block. Linking, reloads and SIGTERM go on; the lines are dropped and counted.
+#[test]
+fn a_syslog_daemon_that_stops_reading_never_blocks_linking() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("syslog-stuck");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    let dev_log = scratch.root.join("dev-log");
+    let stuck = UnixDatagram::bind(&dev_log).unwrap();
+    let daemon = Daemon::start_env(
+        &scratch,
+        &config,
+        &["--log-target", "syslog"],
+        &[("DISTLINK_SYSLOG_SOCKET", dev_log.display().to_string())],
+    );
+    // Each of these logs lines (debug level is on): far more than the socket queues.
+    for i in 0..300 {
+        portage_download(&hosts[0], format!("f{i}.tar.gz"), b"x");
+    }
+    for i in 0..300 {
+        assert!(
+            wait_linked(&hosts, 0, format!("f{i}.tar.gz")),
+            "f{i} not linked: the log sink blocked the daemon"
+        );
+    }
+    let started = std::time::Instant::now();
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+    drop(stuck);
+}

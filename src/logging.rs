@@ -5,14 +5,22 @@
 //!   `/run/systemd/journal/socket`), with `PRIORITY`, `SYSLOG_IDENTIFIER=distlink` and
 //!   the fields an admin filters on: `HOST=` and `FILE=` (`journalctl -u distlink
 //!   HOST=host1`).
-//! * `syslog`: RFC 3164 to `/dev/log` (the `syslog` crate), for OpenRC systems with a
-//!   syslog daemon.
+//! * `syslog`: RFC 3164 (formatted by the `syslog` crate) to `/dev/log`, for OpenRC
+//!   systems with a syslog daemon. When the daemon restarts (log rotation, an upgrade),
+//!   the socket is connected again at the next line.
 //! * `auto` (default): `journal` when stderr is connected to the journal
 //!   (`$JOURNAL_STREAM` names stderr's device and inode, as systemd sets it), else
 //!   `stderr`.
 //!
 //! In every target, fan-out lines are limited to [`BURST_LINES`] a second; the rest of a burst is counted
 //! and summarised in one line, so `emerge --fetchonly @world` cannot flood the journal.
+//!
+//! No sink can stall the threads that log (the event loop among them): a line is
+//! formatted by the caller and handed to one logging thread through a queue of
+//! [`QUEUE_LINES`]; when the queue is full the line is dropped and counted, and the
+//! logging thread says how many were dropped once it can write again. Each socket send
+//! waits at most [`SEND_TIMEOUT`]. [`flush`] (called before exit) waits a bounded time
+//! for the queue to drain.
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -20,7 +28,8 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The journal's socket; `$DISTLINK_JOURNAL_SOCKET` replaces it (for tests).
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -38,16 +47,54 @@ pub enum Target {
     Syslog,
 }
 
+/// Lines waiting for the logging thread before new ones are dropped.
+pub const QUEUE_LINES: usize = 4096;
+/// The longest one socket send may wait.
+pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Where the logging thread writes.
 enum Sink {
     Stderr,
-    Journal { sock: UnixDatagram, path: String },
-    Syslog(syslog::BasicLogger),
+    Journal {
+        sock: UnixDatagram,
+        path: String,
+    },
+    /// Connected on first use and again after the syslog daemon went away.
+    Syslog {
+        path: String,
+        sock: Option<UnixDatagram>,
+    },
+}
+
+/// What the logging thread is handed: one line, already formatted for the sink, with
+/// its priority and text for the stderr fallback. `Flush` asks for an answer once every
+/// line before it was written.
+enum Message {
+    Line {
+        bytes: Vec<u8>,
+        priority: u8,
+        text: String,
+    },
+    Flush(crossbeam_channel::Sender<()>),
+}
+
+/// The formatting half, run in the thread that logs.
+enum Format {
+    Stderr,
+    Journal,
+    Syslog(syslog::Formatter3164),
 }
 
 struct Logger {
-    sink: Sink,
+    format: Format,
+    queue: crossbeam_channel::Sender<Message>,
     level: LevelFilter,
 }
+
+/// Lines dropped because the queue was full, not yet reported.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The logging thread's queue, for [`flush`].
+static QUEUE: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
 
 /// Per-second budget for fan-out lines, shared by every target.
 struct Burst {
@@ -101,8 +148,13 @@ fn journal_path() -> String {
     std::env::var("DISTLINK_JOURNAL_SOCKET").unwrap_or_else(|_| JOURNAL_SOCKET.to_owned())
 }
 
-/// Installs the logger; call once, first thing. Falls back to stderr (with a note) when
-/// the chosen target cannot be reached.
+/// `$DISTLINK_SYSLOG_SOCKET` replaces `/dev/log` (for tests).
+fn syslog_path() -> String {
+    std::env::var("DISTLINK_SYSLOG_SOCKET").unwrap_or_else(|_| "/dev/log".to_owned())
+}
+
+/// Installs the logger and starts the logging thread; call once, first thing. Falls back
+/// to stderr (with a note) when the chosen target cannot be reached.
 pub fn init(level: LevelFilter, target: Target) {
     let target = match target {
         Target::Auto if stderr_is_journal() => Target::Journal,
@@ -110,46 +162,208 @@ pub fn init(level: LevelFilter, target: Target) {
         t => t,
     };
     let mut note = None;
-    let sink = match target {
-        // A journal that does not keep up may delay a line by at most 100 ms, then loses
-        // it: logging never stalls linking for long.
+    let (format, sink) = match target {
         Target::Journal => {
-            let timeout = Some(std::time::Duration::from_millis(100));
-            match UnixDatagram::unbound().and_then(|s| s.set_write_timeout(timeout).map(|()| s)) {
-                Ok(sock) => Sink::Journal {
-                    sock,
-                    path: journal_path(),
-                },
+            match UnixDatagram::unbound()
+                .and_then(|s| s.set_write_timeout(Some(SEND_TIMEOUT)).map(|()| s))
+            {
+                Ok(sock) => (
+                    Format::Journal,
+                    Sink::Journal {
+                        sock,
+                        path: journal_path(),
+                    },
+                ),
                 Err(e) => {
                     note = Some(format!("journal socket unusable ({e}); logging to stderr"));
-                    Sink::Stderr
+                    (Format::Stderr, Sink::Stderr)
                 }
             }
         }
         Target::Syslog => {
-            let formatter = syslog::Formatter3164 {
-                facility: syslog::Facility::LOG_DAEMON,
-                hostname: None,
-                process: "distlink".into(),
-                pid: std::process::id(),
-            };
-            match syslog::unix(formatter) {
-                Ok(logger) => Sink::Syslog(syslog::BasicLogger::new(logger)),
+            let formatter = syslog_formatter();
+            let path = syslog_path();
+            match connect_syslog(&path) {
+                Ok(sock) => (
+                    Format::Syslog(formatter),
+                    Sink::Syslog {
+                        path,
+                        sock: Some(sock),
+                    },
+                ),
                 Err(e) => {
                     note = Some(format!("syslog unusable ({e}); logging to stderr"));
-                    Sink::Stderr
+                    (Format::Stderr, Sink::Stderr)
                 }
             }
         }
-        Target::Auto | Target::Stderr => Sink::Stderr,
+        Target::Auto | Target::Stderr => (Format::Stderr, Sink::Stderr),
     };
-    let logger = Logger { sink, level };
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES);
+    let spawned = std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || {
+            // Signals are for the event loop's signalfd: this thread, started before the
+            // daemon blocks them, must never be the one they are delivered to.
+            let _ = nix::sys::signal::SigSet::all().thread_block();
+            write_lines(sink, &rx)
+        });
+    if spawned.is_err() {
+        // No thread: there is nothing to log to but stderr, synchronously.
+        eprintln!("distlink: cannot start the logging thread; logging to stderr");
+        return;
+    }
+    *QUEUE.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+    let logger = Logger {
+        format,
+        queue: tx,
+        level,
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }
     if let Some(n) = note {
         log::warn!("{n}");
     }
+}
+
+fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    sock.set_write_timeout(Some(SEND_TIMEOUT))?;
+    sock.connect(path)?;
+    Ok(sock)
+}
+
+/// Waits (at most `timeout`) until every line logged so far has been written.
+pub fn flush(timeout: Duration) {
+    let Some(queue) = QUEUE.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if queue.send_timeout(Message::Flush(tx), timeout).is_ok() {
+        let _ = rx.recv_timeout(timeout);
+    }
+}
+
+/// The logging thread: writes each line to the sink; finishes when every sender is gone.
+fn write_lines(mut sink: Sink, rx: &crossbeam_channel::Receiver<Message>) {
+    for message in rx {
+        match message {
+            Message::Flush(done) => {
+                let _ = done.send(());
+            }
+            Message::Line {
+                bytes,
+                priority,
+                text,
+            } => {
+                let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    let note =
+                        format!("{dropped} log lines were dropped: the log sink did not keep up");
+                    let line = match &sink {
+                        Sink::Stderr => stderr_line(Level::Warn, &note).into_bytes(),
+                        Sink::Journal { .. } => journal_message(&note, 4, |_| {}),
+                        Sink::Syslog { .. } => syslog_line(&note, Level::Warn),
+                    };
+                    write_one(&mut sink, &line, 4, &note);
+                }
+                write_one(&mut sink, &bytes, priority, &text);
+            }
+        }
+    }
+}
+
+/// Writes one formatted line; a line that cannot be written in time is dropped (and
+/// counted), one whose sink is gone goes to stderr.
+fn write_one(sink: &mut Sink, bytes: &[u8], priority: u8, text: &str) {
+    let result = match sink {
+        Sink::Stderr => std::io::stderr().lock().write_all(bytes),
+        Sink::Journal { sock, path } => sock.send_to(bytes, &*path).map(|_| ()),
+        Sink::Syslog { path, sock } => {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                if sock.is_none() {
+                    *sock = connect_syslog(path).ok();
+                }
+                let Some(s) = sock else {
+                    break Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
+                };
+                match s.send(bytes) {
+                    Ok(_) => break Ok(()),
+                    // The syslog daemon restarted (its old socket is gone): reconnect once.
+                    Err(e) if tries == 1 && e.kind() != std::io::ErrorKind::WouldBlock => {
+                        *sock = None;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        // The sink is gone: the line still goes somewhere.
+        Err(_) if !matches!(sink, Sink::Stderr) => {
+            let _ = writeln!(std::io::stderr().lock(), "<{priority}>{text}");
+        }
+        Err(_) => {}
+    }
+}
+
+fn stderr_line(level: Level, text: &str) -> String {
+    let level = match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    };
+    format!("{} {level}: {text}\n", utc_timestamp(SystemTime::now()))
+}
+
+/// A journal datagram: MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and whatever `fields` adds.
+fn journal_message(text: &str, priority: u8, fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(256);
+    journal_field(&mut msg, "MESSAGE", text.as_bytes());
+    journal_field(&mut msg, "PRIORITY", priority.to_string().as_bytes());
+    journal_field(&mut msg, "SYSLOG_IDENTIFIER", b"distlink");
+    fields(&mut msg);
+    msg
+}
+
+fn syslog_formatter() -> syslog::Formatter3164 {
+    syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "distlink".into(),
+        pid: std::process::id(),
+    }
+}
+
+fn syslog_line(text: &str, level: Level) -> Vec<u8> {
+    format_syslog(&syslog_formatter(), text, level)
+}
+
+fn format_syslog(f: &syslog::Formatter3164, text: &str, level: Level) -> Vec<u8> {
+    use syslog::LogFormat;
+    let severity = match level {
+        Level::Error => syslog::Severity::LOG_ERR,
+        Level::Warn => syslog::Severity::LOG_WARNING,
+        Level::Info => syslog::Severity::LOG_INFO,
+        Level::Debug | Level::Trace => syslog::Severity::LOG_DEBUG,
+    };
+    let mut out = Vec::with_capacity(text.len() + 48);
+    let _ = f.format(&mut out, severity, text);
+    out
 }
 
 /// Logs the summary of a burst once it is over (a second without held-back lines);
@@ -248,54 +462,28 @@ impl Log for Logger {
         if record.target() == FANOUT && record.level() == Level::Info && !admit() {
             return;
         }
-        match &self.sink {
-            Sink::Journal { sock, path } => {
-                let mut msg = Vec::with_capacity(256);
-                journal_field(&mut msg, "MESSAGE", record.args().to_string().as_bytes());
-                journal_field(
-                    &mut msg,
-                    "PRIORITY",
-                    priority(record.level()).to_string().as_bytes(),
-                );
-                journal_field(&mut msg, "SYSLOG_IDENTIFIER", b"distlink");
-                let _ = record.key_values().visit(&mut Fields(&mut msg));
-                if let Err(e) = sock.send_to(&msg, path)
-                    // The journal is busy: drop the line rather than stall.
-                    && !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    )
-                {
-                    // The journal is gone: the line still goes somewhere.
-                    let _ = writeln!(
-                        std::io::stderr().lock(),
-                        "<{}>{}",
-                        priority(record.level()),
-                        record.args()
-                    );
-                }
-            }
-            Sink::Syslog(logger) => logger.log(record),
-            Sink::Stderr => {
-                let level = match record.level() {
-                    Level::Error => "error",
-                    Level::Warn => "warning",
-                    Level::Info => "info",
-                    Level::Debug => "debug",
-                    Level::Trace => "trace",
-                };
-                let line = format!(
-                    "{} {level}: {}\n",
-                    utc_timestamp(SystemTime::now()),
-                    record.args()
-                );
-                // One write per line, so lines from several threads never interleave.
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
-            }
+        let text = record.args().to_string();
+        let priority = priority(record.level());
+        let bytes = match &self.format {
+            Format::Journal => journal_message(&text, priority, |msg| {
+                let _ = record.key_values().visit(&mut Fields(msg));
+            }),
+            Format::Syslog(f) => format_syslog(f, &text, record.level()),
+            Format::Stderr => stderr_line(record.level(), &text).into_bytes(),
+        };
+        let line = Message::Line {
+            bytes,
+            priority,
+            text,
+        };
+        if self.queue.try_send(line).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        flush(SEND_TIMEOUT);
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Ok((text, running)) => {
                 println!("{text}");
                 if !running {
+                    distlink::logging::flush(std::time::Duration::from_secs(1));
                     return ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
                 }
                 Ok(())
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
             distlink::sync::sync(config, *dry_run).map(|summary| println!("{summary}"))
         }
     };
+    // Every line logged so far reaches its sink before the process ends.
+    distlink::logging::flush(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
