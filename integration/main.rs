@@ -4,6 +4,7 @@
 mod catchup;
 mod config_errors;
 mod fanout;
+mod init_systems;
 mod nfs;
 mod packaging;
 mod service;

@@ -13,6 +13,7 @@ use crate::event;
 use crate::hosts::{HostSet, open_host};
 use crate::linker::{Counters, Job, Linker, Report, ScanTally, Trigger};
 use crate::notify::notify;
+use crate::status::{StatusFile, TextFile};
 use crate::watch::Watch;
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
@@ -48,6 +49,9 @@ struct Daemon {
     linker: Linker,
     counters: Arc<Counters>,
     pid: i32,
+    /// Opened at start-up; a reload's new paths apply after a restart.
+    status_file: StatusFile,
+    textfile: Option<TextFile>,
     overflows: u64,
     bad_events: u64,
     /// The reconcile running in its own thread, if any.
@@ -115,13 +119,31 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             .map(|u| u.uid.as_raw()),
         None => None,
     };
-    crate::status::prepare_dir(&config.state_file, uid).map_err(|e| {
+    crate::status::prepare_dir(&config.state_file).map_err(|e| {
         Error::setup(
             format!("creating the directory of {}", config.state_file.display()),
             e,
         )
     })?;
+    // Opened now, as root: the daemon keeps writing them whatever user it becomes.
+    let status_file = StatusFile::open(&config.state_file, uid).map_err(|e| {
+        Error::setup(
+            format!("opening the status file {}", config.state_file.display()),
+            e,
+        )
+    })?;
+    let textfile = config.prometheus_textfile.as_ref().and_then(|path| {
+        TextFile::open(path, uid)
+            .map_err(|e| {
+                log::error!(
+                    "cannot write the Prometheus textfile {}: {e}; carrying on without it",
+                    path.display()
+                )
+            })
+            .ok()
+    });
     let kept = crate::privs::drop_privileges(config.user.as_deref())?;
+    crate::logging::start_writer();
     log::info!(
         "privileges dropped: capabilities kept: {}; no_new_privs set{}",
         crate::privs::describe(&kept),
@@ -158,6 +180,8 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         linker,
         counters,
         pid: std::process::id() as i32,
+        status_file,
+        textfile,
         overflows: 0,
         bad_events: 0,
     };
@@ -180,14 +204,13 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     let Daemon {
         linker,
         counters,
-        config,
+        status_file,
         ..
     } = daemon;
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit.
     linker.shutdown();
-    if let Ok(text) = std::fs::read_to_string(&config.state_file) {
-        let text = text.replace("state=stopping", "state=stopped");
-        let _ = crate::status::write_atomic(&config.state_file, &text);
+    if let Ok(text) = status_file.read() {
+        let _ = status_file.write(&text.replace("state=stopping", "state=stopped"));
     }
     log::info!(
         "stopped: {} files fanned out, {} links made, {} conflicts, {} errors",
@@ -487,6 +510,11 @@ impl Daemon {
                         config.workers
                     );
                 }
+                if config.state_file != self.config.state_file
+                    || config.prometheus_textfile != self.config.prometheus_textfile
+                {
+                    log::warn!("state_file, prometheus_textfile: a change applies after a restart");
+                }
                 if config.user != self.config.user {
                     log::warn!(
                         "user: a change applies after a restart (privileges are already dropped)"
@@ -667,7 +695,7 @@ impl Daemon {
         };
         let first = self.progress.last_written.is_none();
         self.progress.last_written = Some(Instant::now());
-        if let Err(e) = crate::status::write_atomic(&self.config.state_file, &snap.render())
+        if let Err(e) = self.status_file.write(&snap.render())
             && first
         {
             log::error!(
@@ -675,8 +703,8 @@ impl Daemon {
                 self.config.state_file.display()
             );
         }
-        if let Some(path) = &self.config.prometheus_textfile
-            && let Err(e) = crate::status::write_atomic(path, &snap.prometheus())
+        if let (Some(path), Some(textfile)) = (&self.config.prometheus_textfile, &self.textfile)
+            && let Err(e) = textfile.write(&snap.prometheus())
             && first
         {
             log::error!(

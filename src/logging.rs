@@ -93,6 +93,9 @@ struct Logger {
 
 /// Lines dropped because the queue was full, not yet reported.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The logging thread's half, until [`start_writer`] starts it.
+type Writer = (Sink, crossbeam_channel::Receiver<Message>);
+static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
 /// The logging thread's queue, for [`flush`].
 static QUEUE: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
 
@@ -153,7 +156,7 @@ fn syslog_path() -> String {
     std::env::var("DISTLINK_SYSLOG_SOCKET").unwrap_or_else(|_| "/dev/log".to_owned())
 }
 
-/// Installs the logger and starts the logging thread; call once, first thing. Falls back
+/// Installs the logger; call once, first thing, then [`start_writer`]. Falls back
 /// to stderr (with a note) when the chosen target cannot be reached.
 pub fn init(level: LevelFilter, target: Target) {
     let target = match target {
@@ -200,19 +203,7 @@ pub fn init(level: LevelFilter, target: Target) {
         Target::Auto | Target::Stderr => (Format::Stderr, Sink::Stderr),
     };
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES);
-    let spawned = std::thread::Builder::new()
-        .name("log".into())
-        .spawn(move || {
-            // Signals are for the event loop's signalfd: this thread, started before the
-            // daemon blocks them, must never be the one they are delivered to.
-            let _ = nix::sys::signal::SigSet::all().thread_block();
-            write_lines(sink, &rx)
-        });
-    if spawned.is_err() {
-        // No thread: there is nothing to log to but stderr, synchronously.
-        eprintln!("distlink: cannot start the logging thread; logging to stderr");
-        return;
-    }
+    *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some((sink, rx));
     *QUEUE.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
     let logger = Logger {
         format,
@@ -234,8 +225,32 @@ fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
     Ok(sock)
 }
 
+/// Starts the logging thread; lines logged before are waiting in the queue. `run` calls
+/// it once privileges are dropped, so the thread inherits the reduced capabilities and
+/// the final uid (a thread started earlier would keep root's capabilities, and glibc
+/// aborts the process when `setresuid` fails in any thread); every other command right
+/// after [`init`]. Later calls do nothing.
+pub fn start_writer() {
+    let Some((sink, rx)) = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || {
+            // Signals are for the event loop's signalfd, never for this thread.
+            let _ = nix::sys::signal::SigSet::all().thread_block();
+            // Nor does it need any privilege left.
+            crate::privs::drop_all_in_this_thread();
+            write_lines(sink, &rx)
+        });
+    if let Err(e) = spawned {
+        eprintln!("distlink: cannot start the logging thread ({e}); log lines are lost");
+    }
+}
+
 /// Waits (at most `timeout`) until every line logged so far has been written.
 pub fn flush(timeout: Duration) {
+    start_writer();
     let Some(queue) = QUEUE.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
         return;
     };

@@ -15,10 +15,14 @@ fn main() -> ExitCode {
         .or_else(|| configured_level(&cli.command))
         .unwrap_or(LogLevel::Info);
     distlink::logging::init(level.into(), cli.log_target);
+    // `run` starts the logging thread itself, once privileges are dropped.
+    if !matches!(cli.command, Command::Run { .. }) {
+        distlink::logging::start_writer();
+    }
     let result = match &cli.command {
         Command::Run { config, user } => distlink::daemon::run(config, user.as_deref()),
         Command::Check { config } => {
-            distlink::check::check(config).map(|summary| println!("{summary}"))
+            distlink::check::check(config).map(|summary| print_out(&summary))
         }
         Command::Generate { what } => {
             match distlink::cli::generate(*what, &mut std::io::stdout()) {
@@ -29,7 +33,7 @@ fn main() -> ExitCode {
         }
         Command::Status { config } => match distlink::status::report(config) {
             Ok((text, running)) => {
-                println!("{text}");
+                print_out(&text);
                 if !running {
                     distlink::logging::flush(std::time::Duration::from_secs(1));
                     return ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
@@ -39,7 +43,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Sync { config, dry_run } => {
-            distlink::sync::sync(config, *dry_run).map(|summary| println!("{summary}"))
+            distlink::sync::sync(config, *dry_run).map(|summary| print_out(&summary))
         }
     };
     // Every line logged so far reaches its sink before the process ends.
@@ -51,6 +55,13 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Prints a command's answer; a reader that went away (`distlink status | head -n1`) is
+/// not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// The configuration's `log_level`, if its file parses (errors are reported later, by

@@ -36,6 +36,26 @@ fn cap_err(what: &str, e: caps::errors::CapsError) -> Error {
     Error::setup(what.to_owned(), std::io::Error::other(e.to_string()))
 }
 
+/// Drops every capability of the calling thread (effective, permitted, inheritable,
+/// ambient, bounding) and sets `no_new_privs`: for a thread that only writes logs.
+/// Failures leave the thread as it was (an unprivileged process has nothing to drop).
+pub fn drop_all_in_this_thread() {
+    for cap in caps::all() {
+        if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        let _ = caps::clear(None, set);
+    }
+    let _ = nix::sys::prctl::set_no_new_privs();
+}
+
 /// Drops to the capabilities linking needs, optionally as `user`. Call once, from the
 /// thread that will spawn every other (capabilities are per thread and inherited).
 /// Returns the set kept.

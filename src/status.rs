@@ -1,13 +1,27 @@
-//! What the daemon tells `distlink status`: a small `key=value` file it rewrites
-//! atomically (write a temporary, rename over) every few seconds and at exit, in a
-//! directory only root (or the configured user) can read. Optionally the same counters
-//! as a Prometheus node-exporter textfile. Nothing is ever served on the network.
+//! What the daemon tells `distlink status`: a small `key=value` file it rewrites every
+//! few seconds and at exit, in a directory only root can write. Optionally the same
+//! counters as a Prometheus node-exporter textfile. Nothing is ever served on the network.
+//!
+//! Both files are opened at start-up, as root, before privileges are dropped, and never
+//! through a symlink: each directory is opened without following symlinks and must be
+//! owned by root (or the configured user) and writable by nobody else.
+//! * The status file ([`StatusFile`]) is kept open and rewritten in place under an
+//!   exclusive `flock`; `distlink status` reads it under a shared one. So a daemon
+//!   linking as `user:` still writes it although its directory is root's (systemd's
+//!   `RuntimeDirectory=` gives it back to root at every command it spawns).
+//! * The textfile ([`TextFile`]) is replaced atomically, as node-exporter expects: a
+//!   temporary with an unpredictable name created `O_EXCL|O_NOFOLLOW` relative to the
+//!   directory's descriptor, then `renameat` over the name. With `user:`, that user must
+//!   be able to write the directory.
 
 use crate::config::Config;
 use crate::error::Error;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -228,35 +242,176 @@ impl Snapshot {
     }
 }
 
-/// Writes `text` to `path` atomically with mode 0600.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+/// Opens the directory of `path` (no symlinks anywhere) and checks that nobody but root
+/// or `uid` can change what is in it. Returns it with the file name.
+fn open_parent(path: &Path, uid: Option<u32>) -> std::io::Result<(OwnedFd, std::ffi::OsString)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a file path"));
+    };
+    let fd = crate::hosts::open_dir(dir).map_err(std::io::Error::from)?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    let owner_ok = st.st_uid == 0 || Some(st.st_uid) == uid;
+    if !owner_ok || st.st_mode & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is owned by uid {} with mode {:o}: it must be owned by root (or the configured user) and writable by nobody else",
+            dir.display(),
+            st.st_uid,
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok((fd, name.to_owned()))
 }
 
-/// Creates the directory of the status file if it is missing (mode 0700, owned by `uid`
-/// when linking runs as a user) before privileges are dropped.
-pub fn prepare_dir(path: &Path, uid: Option<u32>) -> std::io::Result<()> {
+/// The status file, open for the daemon's whole life.
+#[derive(Debug)]
+pub struct StatusFile {
+    file: std::fs::File,
+}
+
+impl StatusFile {
+    /// Creates (or opens) the status file, mode 0600, before privileges are dropped.
+    /// Refuses a symlink, a non-regular file and a file with other names.
+    pub fn open(path: &Path, uid: Option<u32>) -> std::io::Result<StatusFile> {
+        let (dir, name) = open_parent(path, uid)?;
+        let fd = nix::fcntl::openat(
+            &dir,
+            name.as_os_str(),
+            OFlag::O_RDWR
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NONBLOCK,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => std::io::Error::other(format!(
+                "{} is a symlink; refusing to write through it",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
+        let st = nix::sys::stat::fstat(&fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 1 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a plain file with one name; remove it",
+                path.display()
+            )));
+        }
+        Ok(StatusFile {
+            file: std::fs::File::from(fd),
+        })
+    }
+
+    /// Replaces the contents with `text` (under an exclusive lock, so a reader taking
+    /// the shared lock sees the old or the new text, never a mix).
+    pub fn write(&self, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let _lock = Lock::take(&self.file, nix::fcntl::FlockArg::LockExclusive)?;
+        self.file.write_all_at(text.as_bytes(), 0)?;
+        self.file.set_len(text.len() as u64)
+    }
+
+    /// What the file holds now.
+    pub fn read(&self) -> std::io::Result<String> {
+        read_locked(&self.file)
+    }
+}
+
+/// A `flock` held until dropped.
+struct Lock<'a>(&'a std::fs::File);
+
+impl<'a> Lock<'a> {
+    fn take(file: &'a std::fs::File, how: nix::fcntl::FlockArg) -> std::io::Result<Lock<'a>> {
+        #[allow(deprecated)] // nix's Flock wrapper wants an owned descriptor
+        nix::fcntl::flock(file.as_raw_fd(), how)?;
+        Ok(Lock(file))
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        #[allow(deprecated)]
+        let _ = nix::fcntl::flock(self.0.as_raw_fd(), nix::fcntl::FlockArg::Unlock);
+    }
+}
+
+fn read_locked(file: &std::fs::File) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let _lock = Lock::take(file, nix::fcntl::FlockArg::LockShared)?;
+    let len = file.metadata()?.len().min(1 << 20) as usize;
+    let mut buf = vec![0u8; len];
+    let n = file.read_at(&mut buf, 0)?;
+    buf.truncate(n);
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Reads a status file for `distlink status` (never through a symlink).
+pub fn read_status(path: &Path) -> std::io::Result<String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    read_locked(&file)
+}
+
+/// A file replaced atomically (temporary + rename) in a directory opened at start-up.
+#[derive(Debug)]
+pub struct TextFile {
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl TextFile {
+    pub fn open(path: &Path, uid: Option<u32>) -> std::io::Result<TextFile> {
+        let (dir, name) = open_parent(path, uid)?;
+        Ok(TextFile { dir, name })
+    }
+
+    pub fn write(&self, text: &str) -> std::io::Result<()> {
+        use std::hash::{BuildHasher, Hasher};
+        // Unpredictable, hidden, and without the `.prom` suffix node-exporter reads.
+        let salt = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let mut tmp = std::ffi::OsString::from(".");
+        tmp.push(&self.name);
+        tmp.push(format!(".{}.{salt:016x}.tmp", std::process::id()));
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            tmp.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        let written = file.write_all(text.as_bytes()).and_then(|()| {
+            nix::fcntl::renameat(&self.dir, tmp.as_os_str(), &self.dir, self.name.as_os_str())
+                .map_err(std::io::Error::from)
+        });
+        if written.is_err() {
+            let _ = nix::unistd::unlinkat(
+                &self.dir,
+                tmp.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        written
+    }
+}
+
+/// Creates the directory of the status file if it is missing (mode 0700, root's) before
+/// privileges are dropped.
+pub fn prepare_dir(path: &Path) -> std::io::Result<()> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
-    if dir.exists() {
+    if dir.symlink_metadata().is_ok() {
         return Ok(());
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    if let Some(uid) = uid {
-        std::os::unix::fs::chown(dir, Some(uid), None)?;
-    }
-    Ok(())
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 fn when(t: u64) -> String {
@@ -296,7 +451,7 @@ fn alive(pid: u32) -> bool {
 pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
     let config = Config::load(config_path)?;
     let path = &config.state_file;
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_status(path).map_err(|e| {
         Error::setup(
             format!(
                 "reading the status file {} (has distlink run with this configuration?)",
