@@ -546,8 +546,9 @@ fn syslog_sees(sock: &UnixDatagram, needle: &str) -> bool {
     })
 }
 
-/// The syslog daemon restarts (log rotation, an upgrade): its socket at /dev/log is
-/// replaced by a new one. Lines logged afterwards reach the new socket.
+/// The syslog daemon starts after distlink, then restarts (log rotation, an upgrade): its
+/// socket at /dev/log appears late, then is replaced by a new one. Lines logged
+/// afterwards reach each socket.
 #[test]
 fn syslog_lines_reach_a_restarted_syslog_daemon() {
     if !require_root() {
@@ -557,16 +558,17 @@ fn syslog_lines_reach_a_restarted_syslog_daemon() {
     let hosts = scratch.hosts(2);
     let config = scratch.config_for(&hosts, "settle: 300ms\n");
     let dev_log = scratch.root.join("dev-log");
-    let first = UnixDatagram::bind(&dev_log).unwrap();
-    first
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    // No syslog daemon yet when distlink starts (OpenRC's `use logger` only orders).
     let daemon = Daemon::start_env(
         &scratch,
         &config,
         &["--log-target", "syslog"],
         &[("DISTLINK_SYSLOG_SOCKET", dev_log.display().to_string())],
     );
+    let first = UnixDatagram::bind(&dev_log).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     portage_download(&hosts[0], "before.tar.gz", b"1");
     assert!(
         syslog_sees(&first, "before.tar.gz"),

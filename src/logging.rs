@@ -185,20 +185,11 @@ pub fn init(level: LevelFilter, target: Target) {
         }
         Target::Syslog => {
             let formatter = syslog_formatter();
+            // Not there yet (the syslog daemon starts later): connected at the first line
+            // that finds it; until then lines go to stderr.
             let path = syslog_path();
-            match connect_syslog(&path) {
-                Ok(sock) => (
-                    Format::Syslog(formatter),
-                    Sink::Syslog {
-                        path,
-                        sock: Some(sock),
-                    },
-                ),
-                Err(e) => {
-                    note = Some(format!("syslog unusable ({e}); logging to stderr"));
-                    (Format::Stderr, Sink::Stderr)
-                }
-            }
+            let sock = connect_syslog(&path).ok();
+            (Format::Syslog(formatter), Sink::Syslog { path, sock })
         }
         Target::Auto | Target::Stderr => (Format::Stderr, Sink::Stderr),
     };

@@ -34,7 +34,8 @@ fail() {
 
 # inside CMD...: runs CMD in the container's namespaces, with the container's root.
 inside() {
-    nsenter --target "$CPID" --mount --uts --ipc --net --pid --root --wd=/ -- "$@"
+    # --wd without a value: the container's PID 1's directory (--wd=/ would be the host's).
+    nsenter --target "$CPID" --mount --uts --ipc --net --pid --root --wd -- "$@"
 }
 
 # wait_for SECONDS CMD...: polls CMD (every 0.2 s) until it succeeds or SECONDS pass.

@@ -16,7 +16,8 @@
 #   the boot runlevel.
 # - /etc/init.d/syslogd: busybox syslogd -n -O /var/log/messages under supervise-daemon,
 #   `provide logger`. It is "started" once /dev/log exists: busybox has no readiness
-#   protocol, and distlink opens /dev/log once, at start. Debian's LSB busybox-syslogd
+#   protocol, and lines distlink logs before /dev/log exists go to its stderr (the
+#   script's error_log) instead of syslog. Debian's LSB busybox-syslogd
 #   (which provides a virtual `syslogd`: OpenRC then refuses a real service of that
 #   name) and busybox-klogd are removed; hwclock.sh and procps (which need Debian's
 #   mountdevsubfs/mountkernfs, absent under openrc-init) leave sysinit.
@@ -127,12 +128,17 @@ syslogd_pid() { inside pgrep -f '^/bin/busybox syslogd' || true; }
 new_syslogd() { NEW_S=$(syslogd_pid); [ -n "$NEW_S" ] && [ "$NEW_S" != "$1" ]; }
 
 # started RUNLEVEL SERVICE: rc-status lists SERVICE in RUNLEVEL as started.
-started() { inside rc-status "$1" 2>/dev/null | grep -Eq "^ *$2 +\[ +started"; }
+started() {
+    local out
+    out=$(inside rc-status "$1" 2>/dev/null) || return 1
+    grep -Eq "^ *$2 +\[ +started" <<<"$out"
+}
 
-# run_rc CMD...: runs CMD inside; its output in RC_OUT (one line), its status in RC.
+# run_rc CMD...: runs CMD inside (at most 60 s); its output in RC_OUT (one line), its
+# status in RC.
 run_rc() {
     RC=0
-    RC_OUT=$(inside "$@" 2>&1 | strip_colours) || RC=$?
+    RC_OUT=$(inside timeout 60 "$@" 2>&1 | strip_colours) || RC=$?
     # pipefail: the status is inside's, not sed's.
     RC_OUT=$(printf '%s' "$RC_OUT" | tr '\n' ' ' | sed 's/  */ /g; s/ $//')
 }
@@ -143,7 +149,8 @@ fanned_out_logged() { grep -Eq " distlink\[[0-9]+\]: host1/$1 \(renamed\): linke
 # portage_download_as_portage NAME: portage_download host1, but written inside the container
 # by user portage (FEATURES=userfetch), so the file is portage's.
 portage_download_as_portage() {
-    inside setpriv --reuid=portage --regid=portage --clear-groups sh -c \
+    # env -C /: run from the container's root whatever directory nsenter left.
+    inside env -C / setpriv --reuid=portage --regid=portage --clear-groups sh -c \
         'cd /var/cache/distfiles/host1 && printf %s "$2" > "$1.__download__" && mv "$1.__download__" "$1"' \
         _ "$1" "$2"
 }
@@ -170,6 +177,13 @@ next_name() { N=$((N + 1)); NAME="openrc-$1-$N.tar.xz"; }
 
 msg_lines() { wc -l < "$MESSAGES"; }
 
+# supervisor_news: what supervise-daemon last said about distlink dying (for failures:
+# the daemon's stderr is /dev/null, so a panic shows only as "terminated by signal").
+supervisor_news() {
+    grep -E 'supervise-daemon\[[0-9]+\]: /usr/bin/distlink, pid' "$MESSAGES" | tail -n2 |
+        sed 's/.*supervise-daemon/supervise-daemon/' | tr '\n' ';' || true
+}
+
 # distlink_lines FROM TO LEVELS: distlink's own lines (tag distlink[PID]) in /var/log/messages
 # lines FROM..TO at one of LEVELS (regex over busybox's facility.level field).
 distlink_lines() {
@@ -182,8 +196,8 @@ boot openrc
 wait_for 60 started default distlink ||
     fail "boot: distlink not started in the default runlevel within 60 s"
 started default syslogd || fail "boot: syslogd not started in the default runlevel"
-wait_for 10 grep -Eq ' distlink\[[0-9]+\]: watching 3 hosts' "$MESSAGES" ||
-    fail "boot: distlink's 'watching 3 hosts' line not in /var/log/messages"
+wait_for 10 grep -Eq ' distlink\[[0-9]+\]: ' "$MESSAGES" ||
+    fail "boot: no line from distlink in /var/log/messages"
 console=$(strip_colours < "$SCRATCH/console.log")
 c_sys=$(printf '%s\n' "$console" | grep -n 'Starting syslogd' | head -n1 | cut -d: -f1)
 c_dl=$(printf '%s\n' "$console" | grep -n 'Starting distlink' | head -n1 | cut -d: -f1)
@@ -237,8 +251,6 @@ run_rc rc-service distlink reload
 [ "$RC" -eq 0 ] || fail "reload with host3 added: exit $RC: $RC_OUT"
 one_daemon || fail "after reload: not exactly one distlink: $(daemon_pids | tr '\n' ' ')"
 [ "$DPID" = "$BOOT_PID" ] || fail "reload changed the pid: $BOOT_PID -> $DPID"
-wait_for 10 grep -Eq " distlink\[$DPID\]: watching 4 hosts" "$MESSAGES" ||
-    fail "reload: no 'watching 4 hosts' line from distlink[$DPID]"
 next_name reload
 download "$NAME" server host2 host3
 wait_for "$LINK_SECS" linked "$FIRST" host1 host3 ||
@@ -253,7 +265,7 @@ echo 'hosts: [' > "$MERGED$CONFIG"
 run_rc rc-service distlink reload
 [ "$RC" -ne 0 ] || fail "reload with 'hosts: [' succeeded: $RC_OUT"
 bad1="$RC ($RC_OUT)"
-new_daemon x && [ "$DPID" = "$BOOT_PID" ] ||
+one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
     fail "after a refused reload: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
 next_name badyaml
 download "$NAME" server host2 host3
@@ -263,7 +275,7 @@ write_config "$MERGED$CONFIG" server host1 host2 host3 missing
 run_rc rc-service distlink reload
 [ "$RC" -ne 0 ] || fail "reload naming a missing directory succeeded: $RC_OUT"
 bad2="$RC ($RC_OUT)"
-new_daemon x && [ "$DPID" = "$BOOT_PID" ] ||
+one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
     fail "after a refused reload: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
 next_name badhost
 download "$NAME" server host2 host3
@@ -274,7 +286,7 @@ echo 'hosts: [' > "$MERGED$CONFIG"
 run_rc rc-service distlink restart
 [ "$RC" -ne 0 ] || fail "restart with 'hosts: [' succeeded: $RC_OUT"
 bad3="$RC ($RC_OUT)"
-new_daemon x && [ "$DPID" = "$BOOT_PID" ] ||
+one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
     fail "after a refused restart: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
 started default distlink || fail "after a refused restart: distlink no longer started in rc-status"
 cp "$SCRATCH/good.yaml" "$MERGED$CONFIG"
@@ -290,12 +302,14 @@ OLD=$DPID
 t0=$EPOCHREALTIME
 inside kill -9 "$OLD"
 wait_for 15 new_daemon "$OLD" ||
-    fail "kill -9 $OLD: no new distlink within 15 s (pids: '$(daemon_pids | tr '\n' ' ')')"
+    fail "kill -9 $OLD: no new distlink within 15 s (pids: '$(daemon_pids | tr '\n' ' ')'); $(supervisor_news)"
 took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+run_rc rc-service distlink status
+[ "$RC" -eq 0 ] || fail "after the respawn: rc-service distlink status: exit $RC: $RC_OUT"
 next_name respawn
 download "$NAME" server host2 host3
 ok "respawn after kill -9 $OLD: supervise-daemon started pid $DPID after ${took}s" \
-    "(respawn_delay=5); it linked $NAME in $TOOK"
+    "(respawn_delay=5); rc-service status: '$RC_OUT'; it linked $NAME in $TOOK"
 
 # ---- 8. stop / start / restart ------------------------------------------------------------------
 
@@ -309,7 +323,7 @@ ok "stop: '$stop_out' (exit 0), no distlink process; distlink status exits 3: '$
 
 run_rc rc-service distlink start
 [ "$RC" -eq 0 ] || fail "rc-service distlink start: exit $RC: $RC_OUT"
-wait_for 10 one_daemon || fail "after start: no distlink process"
+wait_for 10 one_daemon || fail "after start: no distlink process; $(supervisor_news)"
 next_name start
 download "$NAME" server host2 host3
 ok "start: '$RC_OUT' (exit 0), pid $DPID, linked $NAME in $TOOK"
@@ -317,7 +331,7 @@ ok "start: '$RC_OUT' (exit 0), pid $DPID, linked $NAME in $TOOK"
 OLD=$DPID
 run_rc rc-service distlink restart
 [ "$RC" -eq 0 ] || fail "rc-service distlink restart: exit $RC: $RC_OUT"
-wait_for 10 new_daemon "$OLD" || fail "after restart: pid(s) '$(daemon_pids | tr '\n' ' ')', old $OLD"
+wait_for 10 new_daemon "$OLD" || fail "after restart: pid(s) '$(daemon_pids | tr '\n' ' ')', old $OLD; $(supervisor_news)"
 next_name restart
 download "$NAME" server host2 host3
 ok "restart: exit 0, pid $OLD -> $DPID, linked $NAME in $TOOK"
@@ -352,7 +366,8 @@ next_name syslog
 download "$NAME" server host2 host3
 wait_for 10 fanned_out_logged "$NAME" ||
     fail "after rc-service syslogd restart (busybox pid $OLD_S -> $NEW_S): no fan-out line for" \
-        "host1/$NAME from distlink (pid $DPID) in /var/log/messages within 10 s, though it was linked"
+        "host1/$NAME from distlink (pid $DPID) in /var/log/messages within 10 s, though it was linked" \
+        "(distlink did not reconnect to the new /dev/log)"
 ok "syslogd restart (busybox pid $OLD_S -> $NEW_S): $(grep -E " distlink\[[0-9]+\]: host1/$NAME " "$MESSAGES" | head -n1)"
 
 # ---- 10. user: portage -------------------------------------------------------------------------
@@ -367,7 +382,7 @@ done
 OLD=$DPID
 run_rc rc-service distlink restart
 [ "$RC" -eq 0 ] || fail "restart with user: portage: exit $RC: $RC_OUT"
-wait_for 10 new_daemon "$OLD" || fail "restart with user: portage: pid(s) '$(daemon_pids | tr '\n' ' ')', old $OLD"
+wait_for 10 new_daemon "$OLD" || fail "restart with user: portage: pid(s) '$(daemon_pids | tr '\n' ' ')', old $OLD; $(supervisor_news)"
 duser=$(inside ps -o user= -p "$DPID")
 [ "$duser" = portage ] || fail "user: portage: distlink (pid $DPID) runs as '$duser'"
 AS_PORTAGE=1
@@ -386,7 +401,7 @@ one_daemon && [ "$DPID" = "$PORTAGE_PID" ] || fail "user: portage: after reload,
 next_name portage-reload
 download "$NAME" server host2 host3
 run_rc distlink status --config "$CONFIG"
-[ "$RC" -eq 0 ] && [[ "$RC_OUT" == *running* ]] ||
+[ "$RC" -eq 0 ] && [[ "$RC_OUT" == *"is running"* ]] ||
     fail "user: portage: distlink status --config $CONFIG: exit $RC (expected 0, running): ${RC_OUT:0:200}"
 ok "user: portage: distlink pid $DPID runs as $duser; $P_FIRST, written by portage (uid $P_UID)," \
     "linked in $P_TOOK with its record; reload exit 0 (same pid, then linked $NAME in $TOOK);" \
