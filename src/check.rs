@@ -35,9 +35,10 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
             }
         },
     };
-    let fs_type = crate::sys::fs_type(hosts.any_dir())
-        .map(|t| format!("{t:#x}"))
-        .unwrap_or_else(|_| "unknown".into());
+    let fs_type = hosts
+        .any_dir()
+        .and_then(|d| crate::sys::fs_type(d).ok())
+        .map_or_else(|| "unknown".into(), |t| format!("{t:#x}"));
     let mut out = format!(
         "{}: configuration OK: {} hosts on one filesystem (dev {}:{}, type {fs_type}), {} workers, settle {:?}",
         config.source.display(),

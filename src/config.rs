@@ -255,10 +255,92 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Host directories used twice or nested in one another, in O(n log n): sorted by
+/// components, every directory's subtree follows it without a gap, so a stack of the
+/// enclosing directories finds each nesting.
+fn overlapping_dirs(hosts: &[HostConfig]) -> Vec<Problem> {
+    let mut order: Vec<&HostConfig> = hosts.iter().collect();
+    // Stable: of two hosts with one directory, the first in the file comes first.
+    order.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut problems = Vec::new();
+    let mut enclosing: Vec<&HostConfig> = Vec::new();
+    for h in order {
+        while enclosing
+            .last()
+            .is_some_and(|outer| !h.path.starts_with(&outer.path))
+        {
+            enclosing.pop();
+        }
+        match enclosing.last() {
+            Some(outer) if outer.path == h.path => problems.push(Problem::new(
+                Some(h.at),
+                format!(
+                    "host {}: directory {} is already used by host {}",
+                    h.name,
+                    h.path.display(),
+                    outer.name
+                ),
+            )),
+            Some(outer) => problems.push(Problem::new(
+                Some(h.at),
+                format!(
+                    "host directories are nested: {} ({}) is inside {} ({})",
+                    h.path.display(),
+                    h.name,
+                    outer.path.display(),
+                    outer.name
+                ),
+            )),
+            None => {}
+        }
+        if enclosing.last().is_none_or(|outer| outer.path != h.path) {
+            enclosing.push(h);
+        }
+    }
+    // In file order, as every other problem.
+    problems.sort_by_key(|p| p.at.map(|a| (a.line, a.column)));
+    problems
+}
+
+/// The largest configuration file read: far beyond 1,024 hosts, far below trouble.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a configuration file, refusing anything but a regular file of sane size: a FIFO
+/// would block the reader (and a reload would freeze the event loop), `/dev/zero` never
+/// ends. The open itself cannot block (`O_NONBLOCK`).
+fn read_config_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, device or directory is never read)",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes; a configuration is at most {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "grew past {MAX_CONFIG_BYTES} bytes while being read"
+        )));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Reads and validates (without touching the host directories) the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+        let text = read_config_file(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -326,36 +408,9 @@ impl Config {
                 format!("at least two hosts are needed, found {}", hosts.len()),
             ));
         }
-        for (i, a) in hosts.iter().enumerate() {
-            for b in &hosts[..i] {
-                if a.path == b.path {
-                    problems.push(Problem::new(
-                        Some(a.at),
-                        format!(
-                            "host {}: directory {} is already used by host {}",
-                            a.name,
-                            a.path.display(),
-                            b.name
-                        ),
-                    ));
-                } else if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
-                    let (outer, inner) = if a.path.starts_with(&b.path) {
-                        (b, a)
-                    } else {
-                        (a, b)
-                    };
-                    problems.push(Problem::new(
-                        Some(a.at),
-                        format!(
-                            "host directories are nested: {} ({}) is inside {} ({})",
-                            inner.path.display(),
-                            inner.name,
-                            outer.path.display(),
-                            outer.name
-                        ),
-                    ));
-                }
-            }
+        // Over the limit, the set is refused anyway: no pairwise checks.
+        if hosts.len() <= MAX_HOSTS {
+            problems.extend(overlapping_dirs(&hosts));
         }
 
         let workers = match raw.workers {

@@ -460,7 +460,9 @@ impl Daemon {
                     .filter(|h| !self.hosts.contains(&h.name))
                     .map(|h| h.name.clone())
                     .collect();
-                let hosts = HostSet::open_except(&config, &vanished)?;
+                // With every directory gone there is no filesystem to compare: the running
+                // mark stays, and directories that come back are checked against it.
+                let hosts = HostSet::open_except(&config, &vanished)?.or_filesystem_of(&self.hosts);
                 // A new filesystem needs a new mark; the old group goes when the new one is in.
                 let watch = if hosts.dev != self.hosts.dev {
                     Some(Watch::open(&hosts, config.unlimited_queue)?)
@@ -470,7 +472,10 @@ impl Daemon {
                 Ok((config, hosts, watch))
             });
         match loaded {
-            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+            Err(e) => log::error!(
+                "reload failed, keeping the running configuration: {}",
+                crate::error_chain(&e)
+            ),
             Ok((config, hosts, watch)) => {
                 if let Some(watch) = watch {
                     self.watch = watch;

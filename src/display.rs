@@ -1,8 +1,10 @@
 //! How names and paths appear in logs: readable, one line, nothing lost.
 //!
-//! Names are bytes. Valid UTF-8 is shown as is; invalid bytes, control characters and
-//! backslashes are escaped (`\xff`, `\n`, `\\`), so a name with a newline cannot forge a
-//! log line and two different names never print alike.
+//! Names are bytes. Valid UTF-8 is shown as is; invalid bytes, control characters,
+//! invisible format characters and backslashes are escaped (`\xff`, `\n`, `\u{202e}`,
+//! `\\`), so a name cannot forge a log line (a newline, a line or paragraph separator),
+//! cannot make a line read as something else (bidirectional overrides and isolates,
+//! zero-width characters) and two different names never print alike.
 
 use std::fmt;
 
@@ -19,7 +21,7 @@ impl fmt::Display for Name<'_> {
                     '\n' => f.write_str("\\n")?,
                     '\t' => f.write_str("\\t")?,
                     '\r' => f.write_str("\\r")?,
-                    c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
+                    c if c.is_control() || invisible(c) => write!(f, "\\u{{{:x}}}", c as u32)?,
                     c => write!(f, "{c}")?,
                 }
             }
@@ -29,6 +31,29 @@ impl fmt::Display for Name<'_> {
         }
         Ok(())
     }
+}
+
+/// Characters that change how the text around them reads, or are not seen at all:
+/// Unicode's format characters (category Cf) and the line and paragraph separators
+/// (Zl, Zp), which `char::is_control` does not cover.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'                    // soft hyphen
+            | '\u{600}'..='\u{605}'  // Arabic number signs
+            | '\u{61c}'              // Arabic letter mark
+            | '\u{6dd}' | '\u{70f}' | '\u{890}'..='\u{891}' | '\u{8e2}'
+            | '\u{180e}'             // Mongolian vowel separator
+            | '\u{200b}'..='\u{200f}' // zero-width space, joiners, LRM, RLM
+            | '\u{2028}'..='\u{202e}' // line/paragraph separators, bidi embeddings, overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{206f}' // bidi isolates, deprecated format characters
+            | '\u{feff}'             // zero-width no-break space (BOM)
+            | '\u{fff9}'..='\u{fffb}' // interlinear annotation
+            | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}' | '\u{e0020}'..='\u{e007f}' // tags
+    )
 }
 
 #[cfg(test)]
@@ -46,5 +71,30 @@ mod tests {
             "caf\u{e9} 'q' \"d\""
         );
         assert_eq!(Name(b"\x1b[31m").to_string(), "\\u{1b}[31m");
+    }
+
+    /// A name that would read backwards, break the line or hide characters in a log.
+    #[test]
+    fn escapes_invisible_and_reordering_characters() {
+        for (c, shown) in [
+            ('\u{202e}', "\\u{202e}"),
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2067}', "\\u{2067}"),
+            ('\u{2068}', "\\u{2068}"),
+            ('\u{2069}', "\\u{2069}"),
+            ('\u{2028}', "\\u{2028}"),
+            ('\u{2029}', "\\u{2029}"),
+            ('\u{200b}', "\\u{200b}"),
+            ('\u{feff}', "\\u{feff}"),
+            ('\u{85}', "\\u{85}"),
+        ] {
+            let name = format!("evil{c}gz.tar");
+            assert_eq!(
+                Name(name.as_bytes()).to_string(),
+                format!("evil{shown}gz.tar")
+            );
+        }
+        // Letters of other scripts stay readable.
+        assert_eq!(Name("日本語-ü.tar".as_bytes()).to_string(), "日本語-ü.tar");
     }
 }

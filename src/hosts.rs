@@ -387,9 +387,20 @@ impl HostSet {
         }
     }
 
-    /// An object on the shared filesystem, for the filesystem-wide fanotify mark.
-    pub fn any_dir(&self) -> BorrowedFd<'_> {
-        self.hosts[0].dir.as_fd()
+    /// An object on the shared filesystem, for the filesystem-wide fanotify mark; `None`
+    /// when no host directory is present.
+    pub fn any_dir(&self) -> Option<BorrowedFd<'_>> {
+        self.hosts.first().map(|h| h.dir.as_fd())
+    }
+
+    /// An empty set (every directory gone) keeps the filesystem and mount of `running`,
+    /// so a re-created directory is still checked against them.
+    pub fn or_filesystem_of(self, running: &HostSet) -> HostSet {
+        if self.hosts.is_empty() {
+            HostSet::from_hosts(Vec::new(), running.dev, running.mount_id)
+        } else {
+            self
+        }
     }
 }
 

@@ -91,11 +91,17 @@ impl Watch {
         } else {
             (init(flags)?, Some(queue_limit()))
         };
+        let Some(dir) = hosts.any_dir() else {
+            return Err(Error::setup(
+                "marking the host directories' filesystem",
+                io::Error::other("no host directory is present"),
+            ));
+        };
         sys::fanotify_mark(
             fd.as_fd(),
             libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
             MASK,
-            hosts.any_dir(),
+            dir,
             c".",
         )
         .map_err(|source| Error::Fanotify {

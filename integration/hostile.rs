@@ -1,0 +1,167 @@
+//! Hostile input and admin mistakes: configurations that are not files, huge host maps,
+//! every host directory gone at a reload. The daemon refuses clearly, never blocks and
+//! never crashes.
+
+use crate::util::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+/// Runs `distlink ARGS`, killing it (and failing) if it has not answered by the deadline.
+fn answers(args: &[&str], config: &Path) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("distlink {args:?} --config {} hangs", config.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_configuration_that_is_not_a_regular_file_is_refused_at_once() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("config-kinds");
+    let fifo = scratch.root.join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let huge = scratch.root.join("huge.yaml");
+    let mut text = String::from("hosts:\n");
+    while text.len() <= 1 << 20 {
+        text.push_str("# padding padding padding padding padding padding padding\n");
+    }
+    fs::write(&huge, text).unwrap();
+    for (config, why) in [
+        (fifo.as_path(), "not a regular file"),
+        (Path::new("/dev/zero"), "not a regular file"),
+        (scratch.root.as_path(), "not a regular file"),
+        (huge.as_path(), "a configuration is at most 1048576"),
+    ] {
+        for command in [&["check"][..], &["run"][..]] {
+            let out = answers(command, config);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(78),
+                "{command:?} {config:?}: {stderr}"
+            );
+            assert!(stderr.contains(why), "{command:?} {config:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_fifo_swapped_in_before_sighup_never_freezes_the_event_loop() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("config-fifo-reload"), 2, "settle: 300ms\n");
+    let config = s.scratch.root.join("distlink.yaml");
+    let fifo = s.scratch.root.join("new.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    fs::rename(&fifo, &config).unwrap();
+    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        s.daemon
+            .wait_log("reload failed, keeping the running configuration")
+    );
+    assert!(
+        s.daemon.log().contains("not a regular file"),
+        "{}",
+        s.daemon.log()
+    );
+    portage_download(&s.hosts[0], "after-fifo.tar.gz", b"x");
+    assert!(wait_linked(&s.hosts, 0, "after-fifo.tar.gz"));
+    assert!(s.daemon.stop().success());
+}
+
+/// A `hosts:` map far over the limit is refused before any check between pairs of hosts
+/// (which took seconds for 6,000 entries, and stalled fan-outs as long on a reload).
+#[test]
+fn a_huge_host_map_is_refused_before_any_pairwise_check() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("many-hosts"), 2, "settle: 300ms\n");
+    let mut text = String::from("hosts:\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("  h{i}: /x/h{i}\n"));
+    }
+    let config = s.scratch.config(&text);
+    let out = answers(&["check"], &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("at most 64 hosts are supported, found 30000"),
+        "{stderr}"
+    );
+    // The same file on a reload: refused, and linking goes on.
+    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        s.daemon
+            .wait_log("reload failed, keeping the running configuration")
+    );
+    portage_download(&s.hosts[0], "after-huge.tar.gz", b"x");
+    assert!(wait_linked(&s.hosts, 0, "after-huge.tar.gz"));
+    assert!(s.daemon.stop().success());
+}
+
+/// eclean-dist emptied and removed every host directory, then the admin reloads: the
+/// daemon keeps running with no host present and picks the directories up again.
+#[test]
+fn sighup_with_every_host_directory_gone_keeps_running() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("all-gone"), 2, "settle: 300ms\n");
+    for h in &s.hosts {
+        fs::remove_dir(h).unwrap();
+    }
+    assert!(wait_until(DEADLINE, || s
+        .daemon
+        .log()
+        .matches("is gone")
+        .count()
+        == 2));
+    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(DEADLINE, || s
+        .daemon
+        .log()
+        .matches("watching 0 hosts")
+        .count()
+        == 1));
+    for h in &s.hosts {
+        fs::create_dir(h).unwrap();
+    }
+    assert!(wait_until(DEADLINE, || s
+        .daemon
+        .log()
+        .matches("is back")
+        .count()
+        == 2));
+    portage_download(&s.hosts[0], "back.tar.gz", b"x");
+    assert!(
+        wait_linked(&s.hosts, 0, "back.tar.gz"),
+        "{}",
+        s.daemon.log()
+    );
+    let log = s.daemon.log();
+    assert!(
+        !log.contains("panicked") && !log.contains("refused"),
+        "{log}"
+    );
+    assert!(s.daemon.stop().success());
+}
