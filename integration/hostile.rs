@@ -4,6 +4,7 @@
 
 use crate::util::*;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
@@ -164,4 +165,126 @@ fn sighup_with_every_host_directory_gone_keeps_running() {
         "{log}"
     );
     assert!(s.daemon.stop().success());
+}
+
+/// Opening a completed file fails for another reason than its absence (here EMFILE: the
+/// daemon's open-file limit is lowered to the descriptors it has open): an error with its errno,
+/// counted, not a silent "gone".
+#[test]
+fn a_candidate_that_cannot_be_opened_is_an_error() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("emfile"), 2, "settle: 300ms\n");
+    assert!(s.daemon.wait_log("reconcile (start-up) done"));
+    let pid = s.daemon.pid();
+    // The limit caps descriptor numbers: set it to the lowest free one.
+    let open: Vec<usize> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
+    let prlimit = |n: usize| {
+        let ok = Command::new("prlimit")
+            .arg(format!("--pid={pid}"))
+            .arg(format!("--nofile={n}:")) // the soft limit only
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "prlimit");
+    };
+    prlimit(lowest_free);
+    portage_download(&s.hosts[0], "no-fd.tar.gz", b"x");
+    assert!(
+        s.daemon
+            .wait_log("host0/no-fd.tar.gz: cannot open it to link it: EMFILE"),
+        "{}",
+        s.daemon.log()
+    );
+    let errors = || {
+        let out = Command::new(BIN)
+            .args(["status", "--config"])
+            .arg(s.scratch.root.join("distlink.yaml"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(", 1 errors,")
+    };
+    assert!(wait_until(DEADLINE, errors), "the error was not counted");
+    prlimit(1024);
+    portage_download(&s.hosts[0], "fd-again.tar.gz", b"y");
+    assert!(wait_linked(&s.hosts, 0, "fd-again.tar.gz"));
+    assert!(s.daemon.stop().success());
+}
+
+/// The status file and the textfile are written as root: never through a symlink, never
+/// in a directory another user could plant one in.
+#[test]
+fn status_files_are_never_written_through_planted_paths() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("planted");
+    let hosts = scratch.hosts(2);
+    let victim = scratch.root.join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let start = |extra: &str| {
+        let config = scratch.config_for(&hosts, extra);
+        answers(&["run"], &config)
+    };
+    let refuse = |extra: &str, why: &str| {
+        let out = start(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra}: {stderr}");
+        assert!(stderr.contains(why), "{extra}: {stderr}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    };
+    // A directory others can write (a client's, /tmp): refused.
+    let open_dir = scratch.root.join("open");
+    fs::create_dir(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink(&victim, open_dir.join("status")).unwrap();
+    refuse(
+        &format!("state_file: {}/status\n", open_dir.display()),
+        "writable by nobody else",
+    );
+    // A directory of another user: refused.
+    let users = scratch.root.join("users");
+    fs::create_dir(&users).unwrap();
+    std::os::unix::fs::chown(&users, Some(4242), Some(4242)).unwrap();
+    refuse(
+        &format!("state_file: {}/status\n", users.display()),
+        "owned by uid 4242",
+    );
+    // A symlink at the status file's name in root's own directory: refused.
+    let own = scratch.root.join("own");
+    fs::create_dir(&own).unwrap();
+    std::os::unix::fs::symlink(&victim, own.join("status")).unwrap();
+    refuse(
+        &format!("state_file: {}/status\n", own.display()),
+        "is a symlink",
+    );
+    // A symlink at the textfile's name is replaced, never followed.
+    std::os::unix::fs::symlink(&victim, own.join("distlink.prom")).unwrap();
+    let config = scratch.config_for(
+        &hosts,
+        &format!(
+            "state_file: {}/run/status\nprometheus_textfile: {}/distlink.prom\n",
+            scratch.root.display(),
+            own.display()
+        ),
+    );
+    let d = Daemon::start(&scratch, &config);
+    assert!(wait_until(DEADLINE, || fs::read_to_string(
+        own.join("distlink.prom")
+    )
+    .is_ok_and(|t| t.contains("distlink_links_total"))));
+    assert!(
+        !fs::symlink_metadata(own.join("distlink.prom"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(d.stop().success());
 }

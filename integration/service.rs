@@ -121,10 +121,11 @@ fn status_reports_the_running_daemon_and_its_counters() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
+    // No status file yet (as after a reboot): not running, exit 3 (LSB).
     let (code, text) = status();
-    assert_eq!(code, Some(1), "no status file yet: {text}");
+    assert_eq!(code, Some(3), "no status file yet: {text}");
     assert!(
-        text.contains("has distlink run with this configuration?"),
+        text.contains("distlink is not running (no status file"),
         "{text}"
     );
 

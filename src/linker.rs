@@ -153,6 +153,9 @@ pub enum LinkResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotLinked {
     Gone,
+    /// Opening or inspecting it failed for another reason than its absence (EMFILE,
+    /// EACCES, EIO, ...): an error, counted as one.
+    Failed(Errno),
     NotRegular(&'static str),
     SetId,
 }
@@ -182,8 +185,11 @@ pub fn open_candidate(
         OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|_| NotLinked::Gone)?;
-    let st = fstat(&fd).map_err(|_| NotLinked::Gone)?;
+    .map_err(|e| match e {
+        Errno::ENOENT => NotLinked::Gone,
+        e => NotLinked::Failed(e),
+    })?;
+    let st = fstat(&fd).map_err(NotLinked::Failed)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(NotLinked::NotRegular(kind(&st)));
     }
@@ -229,6 +235,9 @@ fn hint(e: Errno) -> &'static str {
         Errno::EXDEV => " (host directories must be on one filesystem, reached through one mount)",
         Errno::ENOENT => " (the host directory is gone)",
         Errno::EROFS => " (the filesystem is read-only)",
+        Errno::EMFILE | Errno::ENFILE => {
+            " (too many open files: raise LimitNOFILE= or the open-file limit)"
+        }
         _ => "",
     }
 }
@@ -271,6 +280,16 @@ pub fn fan_out(job: &Job) -> Outcome {
                 }
                 NotLinked::SetId => {
                     log::warn!("{}/{name}: not linked: setuid/setgid file", src.name)
+                }
+                NotLinked::Failed(e) => {
+                    log::error!(
+                        "{}/{name}: cannot open it to link it: {e:?}: {}{}",
+                        src.name,
+                        e.desc(),
+                        hint(e)
+                    );
+                    out.errors += 1;
+                    return out;
                 }
             }
             out.skipped = true;

@@ -451,15 +451,23 @@ fn alive(pid: u32) -> bool {
 pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
     let config = Config::load(config_path)?;
     let path = &config.state_file;
-    let text = read_status(path).map_err(|e| {
-        Error::setup(
-            format!(
-                "reading the status file {} (has distlink run with this configuration?)",
+    let text = match read_status(path) {
+        Ok(text) => text,
+        // No status file (after a reboot: /run is empty): simply not running.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = format!(
+                "distlink is not running (no status file {}; it has not run since boot)",
                 path.display()
-            ),
-            e,
-        )
-    })?;
+            );
+            return Ok((text, false));
+        }
+        Err(e) => {
+            return Err(Error::setup(
+                format!("reading the status file {}", path.display()),
+                e,
+            ));
+        }
+    };
     let s = Snapshot::parse(&text);
     let running = s.state == "running" && alive(s.pid);
     let mut out = String::new();
