@@ -288,3 +288,31 @@ fn status_files_are_never_written_through_planted_paths() {
     assert_eq!(fs::read(&victim).unwrap(), b"precious");
     assert!(d.stop().success());
 }
+
+/// A second daemon on the same configuration refuses to start and names the first.
+#[test]
+fn a_second_daemon_on_the_same_configuration_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("two-daemons"), 2, "settle: 300ms\n");
+    let out = answers(&["run"], &s.scratch.root.join("distlink.yaml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another distlink (pid {}) is already running",
+            s.daemon.pid()
+        )),
+        "{stderr}"
+    );
+    // The first one is undisturbed, and its status file still its own.
+    portage_download(&s.hosts[0], "one-daemon.tar.gz", b"x");
+    assert!(wait_linked(&s.hosts, 0, "one-daemon.tar.gz"));
+    let status = fs::read_to_string(s.scratch.root.join("run/status")).unwrap();
+    assert!(
+        status.contains(&format!("pid={}\n", s.daemon.pid())),
+        "{status}"
+    );
+    assert!(s.daemon.stop().success());
+}

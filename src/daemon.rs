@@ -100,18 +100,9 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     let hosts = Arc::new(HostSet::open(&config)?);
     hosts.check_records()?;
 
-    // 2. Block the control signals before any thread exists, so every thread inherits
-    //    the mask and they only ever arrive through the signalfd the event loop polls.
-    let signals = Signals::block()?;
-
-    // 3. The fanotify group and its filesystem mark. This is the step that needs
-    //    CAP_SYS_ADMIN; from the moment it succeeds, every change on the filesystem is
-    //    queued for us, so anything written after READY=1 below cannot be missed.
-    let watch = Watch::open(&hosts, config.unlimited_queue)?;
-
-    // 4. Drop every privilege linking does not need (see privs.rs), before any other
-    //    thread exists: capabilities are per thread and inherited. The status file's
-    //    directory is made first, while we may still create it.
+    // 2. The status file, opened as root (the daemon keeps writing it whatever user it
+    //    becomes) and locked: a second daemon on the same configuration stops here,
+    //    naming the first.
     let uid = match &config.user {
         Some(u) => nix::unistd::User::from_name(u)
             .ok()
@@ -125,13 +116,35 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             e,
         )
     })?;
-    // Opened now, as root: the daemon keeps writing them whatever user it becomes.
     let status_file = StatusFile::open(&config.state_file, uid).map_err(|e| {
         Error::setup(
             format!("opening the status file {}", config.state_file.display()),
             e,
         )
     })?;
+    if !status_file
+        .lock()
+        .map_err(|e| Error::setup(format!("locking {}", config.state_file.display()), e))?
+    {
+        let pid = status_file
+            .read()
+            .map(|t| crate::status::Snapshot::parse(&t).pid)
+            .unwrap_or(0);
+        return Err(Error::AlreadyRunning {
+            pid,
+            state_file: config.state_file.clone(),
+        });
+    }
+    // Our pid at once, for a second daemon's message (the full status comes later).
+    let starting = crate::status::Snapshot {
+        pid: std::process::id(),
+        state: "starting".into(),
+        started: crate::status::now(),
+        updated: crate::status::now(),
+        config: config.source.display().to_string(),
+        ..Default::default()
+    };
+    let _ = status_file.write(&starting.render());
     let textfile = config.prometheus_textfile.as_ref().and_then(|path| {
         TextFile::open(path, uid)
             .map_err(|e| {
@@ -142,6 +155,19 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             })
             .ok()
     });
+
+    // 3. Block the control signals before any thread exists, so every thread inherits
+    //    the mask and they only ever arrive through the signalfd the event loop polls.
+    let signals = Signals::block()?;
+
+    // 4. The fanotify group and its filesystem mark. This is the step that needs
+    //    CAP_SYS_ADMIN; from the moment it succeeds, every change on the filesystem is
+    //    queued for us, so anything written after READY=1 below cannot be missed.
+    let watch = Watch::open(&hosts, config.unlimited_queue)?;
+
+    // 5. Drop every privilege linking does not need (see privs.rs), before any other
+    //    thread exists: capabilities are per thread and inherited. The logging thread
+    //    starts right after, with what is left.
     let kept = crate::privs::drop_privileges(config.user.as_deref())?;
     crate::logging::start_writer();
     log::info!(
@@ -154,8 +180,8 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             .unwrap_or_default()
     );
 
-    // 5. Only now the linker threads: they need no privilege beyond linking, and they
-    //    start with the signal mask from step 2 and the capabilities from step 4.
+    // 6. Only now the linker threads: they need no privilege beyond linking, and they
+    //    start with the signal mask from step 3 and the capabilities from step 5.
     let counters = Arc::new(Counters::default());
     let linker = Linker::start(config.workers, Arc::clone(&counters))
         .map_err(|e| Error::setup("starting linker threads", e))?;
@@ -187,10 +213,10 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     };
     daemon.log_start();
 
-    // 6. Tell the service manager: the mark is in place.
+    // 7. Tell the service manager: the mark is in place.
     daemon.notify_ready();
 
-    // 7. Catch up with what changed while distlink was not running. The mark is already
+    // 8. Catch up with what changed while distlink was not running. The mark is already
     //    in place, so events arriving during the scan are queued, not lost.
     daemon.request_reconcile("start-up");
 

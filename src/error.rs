@@ -24,6 +24,11 @@ pub enum Error {
     /// The kernel or a sandbox (a seccomp filter, a resource limit) refused a call that
     /// the configuration needs: not a configuration error, so a service manager may retry.
     Refused { what: String, source: io::Error },
+    /// Another daemon holds the status file's lock (same configuration).
+    AlreadyRunning {
+        pid: u32,
+        state_file: std::path::PathBuf,
+    },
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
 }
@@ -63,6 +68,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Refused { what, .. } => f.write_str(what),
+            Error::AlreadyRunning { pid, state_file } => write!(
+                f,
+                "another distlink (pid {pid}) is already running with the status file {}; stop it first",
+                state_file.display()
+            ),
             Error::Setup { what, .. } => write!(f, "{what} failed"),
         }
     }
@@ -71,6 +81,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            Error::AlreadyRunning { .. } => None,
             Error::Config(e) => e.source(),
             Error::Fanotify { source, .. }
             | Error::Setup { source, .. }

@@ -311,6 +311,24 @@ impl StatusFile {
         self.file.set_len(text.len() as u64)
     }
 
+    /// Takes the daemon's lock on the file (an open-file-description lock, which
+    /// `flock` readers and writers do not see): `false` when another daemon holds it.
+    /// Released when the process ends, however it ends.
+    pub fn lock(&self) -> std::io::Result<bool> {
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        match nix::fcntl::fcntl(&self.file, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What the file holds now.
     pub fn read(&self) -> std::io::Result<String> {
         read_locked(&self.file)
