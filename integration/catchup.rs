@@ -348,7 +348,6 @@ fn sync_links_what_is_missing_and_dry_run_links_nothing() {
     }
     let scratch = Scratch::tmpfs("sync");
     let hosts = scratch.hosts(3);
-    let settle = std::time::Duration::from_secs(1);
     let config = scratch.config_for(&hosts, "settle: 1s\n");
     fs::write(hosts[0].join("a b.tar.gz"), b"a").unwrap();
     fs::write(hosts[1].join("c.tar.gz"), b"c").unwrap();
@@ -367,19 +366,8 @@ fn sync_links_what_is_missing_and_dry_run_links_nothing() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    // Just written: may still be written, so skipped.
-    let fresh = run(false);
-    assert!(
-        fresh.contains("skipped host0/a b.tar.gz: changed in the last 1s"),
-        "{fresh}"
-    );
-    assert!(
-        fresh.contains("0 files linked") && fresh.contains("2 deferred to settle"),
-        "{fresh}"
-    );
-    assert!(!exists(&hosts[1].join("a b.tar.gz")));
-    // The rule under test is the age of the last change: let the settle time pass.
-    std::thread::sleep(settle);
+    // Just written: they may still be written, so sync watches them until they have
+    // been quiet for `settle`, then acts on them.
     let dry = run(true);
     assert!(
         dry.contains("would link host0/a b.tar.gz -> host1, host2"),
@@ -389,6 +377,7 @@ fn sync_links_what_is_missing_and_dry_run_links_nothing() {
         dry.contains("would link host1/c.tar.gz -> host0, host2"),
         "{dry}"
     );
+    assert!(dry.contains("2 waited for until quiet for 1s"), "{dry}");
     assert!(dry.contains("(dry run: nothing linked)"), "{dry}");
     assert!(!exists(&hosts[1].join("a b.tar.gz")));
     let real = run(false);
@@ -403,11 +392,80 @@ fn sync_links_what_is_missing_and_dry_run_links_nothing() {
         "a b.tar.gz".as_ref()
     ));
     assert!(!exists(&hosts[0].join("c.tar.gz.__download__")));
-    // Deleted in one host after the sync: a second sync leaves it deleted.
+    // Deleted in one host after the sync: a second sync leaves it deleted (the unlink
+    // changed the inode's ctime, so sync waits for it to be quiet first).
     fs::remove_file(hosts[2].join("c.tar.gz")).unwrap();
-    // The unlink changed the inode (ctime): again, let the settle time pass.
-    std::thread::sleep(settle);
     let again = run(false);
     assert!(again.contains("0 files linked"), "{again}");
     assert!(!exists(&hosts[2].join("c.tar.gz")));
+}
+
+/// The clock was set back: a file's ctime lies in the future. That says the file has not
+/// changed since the step, not that it is being written: sync watches it for `settle`
+/// and links it. A file that keeps changing is left alone, listed, and sync exits 75.
+#[test]
+fn sync_after_the_clock_was_set_back_and_with_files_still_changing() {
+    if !require_root() || !require_tool("debugfs") {
+        return;
+    }
+    let scratch = Scratch::ext4("sync-clock", 32);
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    fs::write(hosts[0].join("future.tar.gz"), b"from before the step").unwrap();
+    // Give it a ctime in 2099 (only debugfs, on the unmounted image, can).
+    let img = scratch.root.join("fs.img");
+    let run = |cmd: &mut std::process::Command| assert!(cmd.status().unwrap().success());
+    run(std::process::Command::new("umount").arg(scratch.fs()));
+    run(std::process::Command::new("debugfs")
+        .args([
+            "-w",
+            "-R",
+            "set_inode_field /host0/future.tar.gz ctime 20990101000000",
+        ])
+        .arg(&img)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null()));
+    run(std::process::Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(scratch.fs()));
+    let ctime = fs::metadata(hosts[0].join("future.tar.gz"))
+        .unwrap()
+        .ctime();
+    assert!(ctime > 4_000_000_000, "ctime not in the future: {ctime}");
+
+    // A download that goes on while sync runs.
+    let growing = hosts[0].join("growing.tar.gz");
+    fs::write(&growing, b"").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, growing) = (std::sync::Arc::clone(&stop), growing.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(growing).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::io::Write::write_all(&mut f, b"more").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let out = std::process::Command::new(BIN)
+        .args(["sync", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(
+        text.contains("linked host0/future.tar.gz -> host1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 files were still changing") && text.contains("host0/growing.tar.gz"),
+        "{text}"
+    );
+    assert!(exists(&hosts[1].join("future.tar.gz")));
+    assert!(!exists(&hosts[1].join("growing.tar.gz")));
 }

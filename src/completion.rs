@@ -169,6 +169,11 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
         self.pending.is_empty()
     }
 
+    /// The files still being watched.
+    pub fn keys(&self) -> Vec<K> {
+        self.pending.keys().cloned().collect()
+    }
+
     /// When [`Settle::due`] next has something to do.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((deadline, key))) = self.queue.peek() {

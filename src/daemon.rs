@@ -4,7 +4,7 @@
 //! files and hands them, as owned [`Job`]s, to the linker pool; control requests arrive
 //! as [`Control`] values from the signal descriptor it polls beside fanotify.
 
-use crate::completion::{FileState, NameRules, Settle};
+use crate::completion::{NameRules, Settle};
 use crate::config::Config;
 use crate::control::{Control, Signals};
 use crate::display::Name;
@@ -17,11 +17,8 @@ use crate::status::{StatusFile, TextFile};
 use crate::watch::Watch;
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::stat::{SFlag, fstatat};
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -260,25 +257,6 @@ fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
     }
 }
 
-/// The settle rule's view of a name: `Some` only for a regular file.
-fn file_state(hosts: &HostSet, host: usize, name: &[u8]) -> Option<FileState> {
-    let st = fstatat(
-        hosts.get(host).dir.as_fd(),
-        name,
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .ok()?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return None;
-    }
-    Some(FileState {
-        ino: st.st_ino,
-        size: st.st_size as u64,
-        mtime_sec: st.st_mtime,
-        mtime_nsec: st.st_mtime_nsec,
-    })
-}
-
 impl Daemon {
     fn log_start(&self) {
         let names: Vec<String> = self
@@ -439,7 +417,7 @@ impl Daemon {
             self.submit(host, key.1, Trigger::Renamed);
         } else {
             // Created, written, closed or chmodded under its final name: wait until quiet.
-            let state = file_state(&self.hosts, host, name);
+            let state = self.hosts.file_state(host, name);
             self.settle.touch(key, now, state);
         }
     }
@@ -458,7 +436,7 @@ impl Daemon {
     fn finish_settled(&mut self) {
         let hosts = Arc::clone(&self.hosts);
         let done = self.settle.due(Instant::now(), |(host, name)| {
-            file_state(&hosts, hosts.position(host)?, name)
+            hosts.file_state(hosts.position(host)?, name)
         });
         for (host, name) in done {
             if let Some(i) = self.hosts.position(&host) {
@@ -752,7 +730,7 @@ impl Daemon {
             let state = self
                 .hosts
                 .position(&host)
-                .and_then(|i| file_state(&self.hosts, i, &name));
+                .and_then(|i| self.hosts.file_state(i, &name));
             self.settle.touch((host, name), now, state);
         }
     }

@@ -29,6 +29,8 @@ pub enum Error {
         pid: u32,
         state_file: std::path::PathBuf,
     },
+    /// `distlink sync` left files undone (they kept changing); the text lists them.
+    Incomplete(String),
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
 }
@@ -38,6 +40,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => crate::EXIT_CONFIG,
+            Error::Incomplete(_) => crate::sync::EXIT_INCOMPLETE,
             _ => crate::EXIT_FAILURE,
         }
     }
@@ -68,6 +71,7 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Refused { what, .. } => f.write_str(what),
+            Error::Incomplete(text) => f.write_str(text),
             Error::AlreadyRunning { pid, state_file } => write!(
                 f,
                 "another distlink (pid {pid}) is already running with the status file {}; stop it first",
@@ -81,7 +85,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::AlreadyRunning { .. } => None,
+            Error::AlreadyRunning { .. } | Error::Incomplete(_) => None,
             Error::Config(e) => e.source(),
             Error::Fanotify { source, .. }
             | Error::Setup { source, .. }

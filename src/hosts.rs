@@ -387,6 +387,25 @@ impl HostSet {
         }
     }
 
+    /// The settle rule's view of `name` in host `host`: `Some` only for a regular file.
+    pub fn file_state(&self, host: usize, name: &[u8]) -> Option<crate::completion::FileState> {
+        let st = fstatat(
+            self.hosts[host].dir.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        Some(crate::completion::FileState {
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+        })
+    }
+
     /// An object on the shared filesystem, for the filesystem-wide fanotify mark; `None`
     /// when no host directory is present.
     pub fn any_dir(&self) -> Option<BorrowedFd<'_>> {

@@ -242,8 +242,14 @@ fn hint(e: Errno) -> &'static str {
     }
 }
 
-/// Whether the inode changed less than `settle` ago (ctime cannot be set by a client).
+/// Whether the inode changed less than `settle` ago (ctime cannot be set by a client). A
+/// ctime in the future (the clock was set back) gives no age: it counts as recent, and
+/// the caller's settle tracker, on the monotonic clock, decides. A zero `settle` (files
+/// that tracker already found quiet) is never recent.
 fn changed_recently(st: &FileStat, settle: Duration) -> bool {
+    if settle.is_zero() {
+        return false;
+    }
     let ctime = UNIX_EPOCH
         + Duration::new(
             st.st_ctime.max(0) as u64,

@@ -1,15 +1,31 @@
 //! `distlink sync [--dry-run]`: one reconcile, in the foreground, printing each fan-out.
+//!
+//! A file whose inode changed within the settle time may still be written, and so may one
+//! whose ctime lies in the future: ctime is the kernel's clock at the last change, so a
+//! future one means the clock was set back since, and says nothing about how long the
+//! file has been quiet. Sync watches such files itself, with the monotonic clock, as the
+//! daemon's settle tracker does: each is linked once it has been unchanged for `settle`.
+//! One still changing after [`WAIT_PERIODS`] settle periods is left alone and listed,
+//! and sync exits with [`EXIT_INCOMPLETE`].
 
 use crate::completion::NameRules;
+use crate::completion::Settle;
 use crate::config::Config;
+use crate::display::Name;
 use crate::error::Error;
 use crate::hosts::HostSet;
-use crate::linker::{Counters, Linker, Report, ScanTally};
+use crate::linker::{Counters, Deferred, Job, Linker, Report, ScanTally, Trigger};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How many settle periods sync waits for files that are still changing.
+pub const WAIT_PERIODS: u32 = 3;
+/// Exit code when sync left files undone because they kept changing (`EX_TEMPFAIL`:
+/// try again later).
+pub const EXIT_INCOMPLETE: i32 = 75;
 
 /// Links what a running daemon would have linked (or, with `dry_run`, prints it).
 /// Files changed within the settle time are skipped and listed. Returns the totals line.
@@ -25,7 +41,8 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     } else {
         Report::Print
     };
-    let tally = Arc::new(ScanTally::new(config.settle, None, report));
+    let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
+    let tally = Arc::new(ScanTally::new(config.settle, Some(defer_tx), report));
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut last = Instant::now();
@@ -49,14 +66,86 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
         &AtomicBool::new(false),
         &mut progress,
     );
+    // Files that may still be written: watched until quiet, then linked like the rest.
+    let waiting: Vec<Deferred> = defer_rx.try_iter().collect();
+    let (settled, still_changing) = wait_until_quiet(&hosts, waiting, config.settle);
+    let after = Arc::new(ScanTally::new(Duration::ZERO, None, report));
+    let submit = linker.sender();
+    for (host, name) in &settled {
+        if let Some(src) = hosts.position(host) {
+            after.submitted.fetch_add(1, Ordering::Relaxed);
+            let _ = submit.send(Job {
+                hosts: Arc::clone(&hosts),
+                src,
+                name: name.clone(),
+                trigger: Trigger::Settled,
+                present: 0,
+                scan: Some(Arc::clone(&after)),
+            });
+        }
+    }
+    drop(submit);
+    // Every queued job is done when the workers have exited.
     linker.shutdown();
     if terminal {
         let _ = writeln!(std::io::stderr());
     }
     let names = tally.submitted.load(Ordering::Relaxed);
+    let add = |a: &std::sync::atomic::AtomicU64, b: &std::sync::atomic::AtomicU64| {
+        a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+    };
+    add(&tally.files, &after.files);
+    add(&tally.links, &after.links);
+    add(&tally.conflicts, &after.conflicts);
+    add(&tally.errors, &after.errors);
     let mut line = crate::reconcile::summary(&tally, names, started.elapsed());
+    if !settled.is_empty() {
+        line.push_str(&format!(
+            "; {} waited for until quiet for {:?}",
+            settled.len(),
+            config.settle
+        ));
+    }
     if dry_run {
         line.push_str(" (dry run: nothing linked)");
     }
+    if !still_changing.is_empty() {
+        let mut list = String::new();
+        for (host, name) in &still_changing {
+            list.push_str(&format!("\n  {host}/{}", Name(name)));
+        }
+        return Err(Error::Incomplete(format!(
+            "{line}\n{} files were still changing after {WAIT_PERIODS} settle periods and were left alone; run sync again once they are complete:{list}",
+            still_changing.len()
+        )));
+    }
     Ok(line)
+}
+
+/// Watches `files` until each has been unchanged for `settle` (monotonic clock), at most
+/// [`WAIT_PERIODS`] periods. Returns (quiet, still changing); files gone meanwhile are
+/// in neither.
+fn wait_until_quiet(
+    hosts: &HostSet,
+    files: Vec<Deferred>,
+    settle: Duration,
+) -> (Vec<Deferred>, Vec<Deferred>) {
+    let stat = |(host, name): &Deferred| hosts.file_state(hosts.position(host)?, name);
+    let mut tracker = Settle::new(settle);
+    let start = Instant::now();
+    for key in files {
+        let state = stat(&key);
+        tracker.touch(key, start, state);
+    }
+    let give_up = start + settle * WAIT_PERIODS;
+    let mut quiet = Vec::new();
+    while let Some(deadline) = tracker.next_deadline() {
+        if deadline > give_up {
+            break;
+        }
+        // A command waiting for a deadline: nothing else to do meanwhile.
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        quiet.extend(tracker.due(Instant::now(), stat));
+    }
+    (quiet, tracker.keys())
 }
