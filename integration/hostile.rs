@@ -316,3 +316,32 @@ fn a_second_daemon_on_the_same_configuration_is_refused() {
     );
     assert!(s.daemon.stop().success());
 }
+
+/// A client renames hundreds of FIFOs into final names: each is refused, but the log
+/// shows only a few lines a second of that kind and then one summary, and another host's
+/// download is linked meanwhile.
+#[test]
+fn per_file_lines_are_limited_per_kind() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("fifo-flood"), 3, "settle: 300ms\n");
+    for i in 0..300 {
+        let tmp = s.hosts[0].join(format!("fifo{i}.tmp"));
+        nix::unistd::mkfifo(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        fs::rename(&tmp, s.hosts[0].join(format!("fifo{i}.tar.gz"))).unwrap();
+    }
+    portage_download(&s.hosts[1], "real.tar.gz", b"x");
+    assert!(wait_linked(&s.hosts, 1, "real.tar.gz"));
+    assert!(
+        s.daemon
+            .wait_log("more lines like this one in the last burst (not shown)"),
+        "{}",
+        s.daemon.log()
+    );
+    let log = s.daemon.log();
+    let shown = log.matches("not linked: a FIFO").count();
+    // The summary quotes one of them; the rest are at most a few windows' worth.
+    assert!(shown < 100, "{shown} FIFO lines:\n{log}");
+    assert!(s.daemon.stop().success());
+}

@@ -12,8 +12,11 @@
 //!   (`$JOURNAL_STREAM` names stderr's device and inode, as systemd sets it), else
 //!   `stderr`.
 //!
-//! In every target, fan-out lines are limited to [`BURST_LINES`] a second; the rest of a burst is counted
-//! and summarised in one line, so `emerge --fetchonly @world` cannot flood the journal.
+//! In every target, each kind of per-file line (every log statement of the linker: a
+//! fan-out, a conflict, a refused FIFO, a failed link) is limited to [`BURST_LINES`] a
+//! second; the rest of a burst is counted and summarised in one line per kind, so
+//! neither `emerge --fetchonly @world` nor a client renaming thousands of FIFOs can
+//! flood the log.
 //!
 //! No sink can stall the threads that log (the event loop among them): a line is
 //! formatted by the caller and handed to one logging thread through a queue of
@@ -99,28 +102,52 @@ static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
 /// The logging thread's queue, for [`flush`].
 static QUEUE: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
 
-/// Per-second budget for fan-out lines, shared by every target.
+/// Per-second budget of one kind of per-file line (one log statement of the linker),
+/// shared by every target.
 struct Burst {
+    /// The log statement: its line in `linker.rs`, and whether it is the fan-out line.
+    line: u32,
+    fanout: bool,
+    level: Level,
     /// Start of the current one-second window.
-    window: Option<Instant>,
+    window: Instant,
     shown: u32,
-    /// Lines held back since the last summary, and when the last one was.
+    /// Lines held back since the last summary, the last of them, and when it was.
     suppressed: u64,
+    example: String,
     last: Option<Instant>,
 }
 
-static BURST: Mutex<Burst> = Mutex::new(Burst {
-    window: None,
-    shown: 0,
-    suppressed: 0,
-    last: None,
-});
+/// One entry per kind of per-file line seen so far (a handful).
+static BURSTS: Mutex<Vec<Burst>> = Mutex::new(Vec::new());
 
-/// Whether a fan-out line may be shown now; counts it for the summary if not.
-fn admit() -> bool {
-    let mut b = BURST.lock().unwrap_or_else(|e| e.into_inner());
-    if b.window.is_none_or(|w| w.elapsed().as_secs() >= 1) {
-        b.window = Some(Instant::now());
+/// The module whose lines are per file: a client controls how many there are.
+const PER_FILE: &str = "distlink::linker";
+
+/// Whether a per-file line may be shown now; counts it for its kind's summary if not.
+fn admit(record: &Record<'_>, text: &str) -> bool {
+    let line = record.line().unwrap_or(0);
+    let mut bursts = BURSTS.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    let i = match bursts.iter().position(|b| b.line == line) {
+        Some(i) => i,
+        None => {
+            bursts.push(Burst {
+                line,
+                fanout: record.target() == FANOUT,
+                level: record.level(),
+                window: now,
+                shown: 0,
+                suppressed: 0,
+                example: String::new(),
+                last: None,
+            });
+            bursts.len() - 1
+        }
+    };
+    let b = &mut bursts[i];
+    if now.duration_since(b.window).as_secs() >= 1 {
+        b.window = now;
         b.shown = 0;
     }
     if b.shown < BURST_LINES {
@@ -128,7 +155,8 @@ fn admit() -> bool {
         true
     } else {
         b.suppressed += 1;
-        b.last = Some(Instant::now());
+        b.example = text.to_owned();
+        b.last = Some(now);
         false
     }
 }
@@ -372,21 +400,27 @@ fn format_syslog(f: &syslog::Formatter3164, text: &str, level: Level) -> Vec<u8>
     out
 }
 
-/// Logs the summary of a burst once it is over (a second without held-back lines);
-/// called from the event loop, which wakes at least every few seconds.
+/// Logs, for each kind of per-file line, the summary of a burst once it is over (a
+/// second without held-back lines); called from the event loop, which wakes at least
+/// every few seconds.
 pub fn flush_burst() {
-    let n = {
-        let mut b = BURST.lock().unwrap_or_else(|e| e.into_inner());
-        match b.last {
-            Some(t) if t.elapsed().as_secs() >= 1 => {
+    let mut summaries = Vec::new();
+    {
+        let mut bursts = BURSTS.lock().unwrap_or_else(|e| e.into_inner());
+        for b in bursts.iter_mut() {
+            if b.last.is_some_and(|t| t.elapsed().as_secs() >= 1) {
                 b.last = None;
-                std::mem::take(&mut b.suppressed)
+                let n = std::mem::take(&mut b.suppressed);
+                summaries.push((b.fanout, b.level, n, std::mem::take(&mut b.example)));
             }
-            _ => 0,
         }
-    };
-    if n > 0 {
-        log::info!(target: "distlink::summary", "{n} more files fanned out in the last burst (lines not shown)");
+    }
+    for (fanout, level, n, example) in summaries {
+        if fanout {
+            log::info!(target: "distlink::summary", "{n} more files fanned out in the last burst (lines not shown)");
+        } else {
+            log::log!(target: "distlink::summary", level, "{n} more lines like this one in the last burst (not shown): {example}");
+        }
     }
 }
 
@@ -465,10 +499,10 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        if record.target() == FANOUT && record.level() == Level::Info && !admit() {
+        let text = record.args().to_string();
+        if record.module_path_static() == Some(PER_FILE) && !admit(record, &text) {
             return;
         }
-        let text = record.args().to_string();
         let priority = priority(record.level());
         let bytes = match &self.format {
             Format::Journal => journal_message(&text, priority, |msg| {
