@@ -148,11 +148,32 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
             }
         }
         self.queue.push(Reverse((deadline, key)));
+        self.compact();
     }
 
-    /// Stop tracking `key` (renamed away, or completed by a rename).
+    /// Stop tracking `key` (deleted, renamed away, or completed by a rename).
     pub fn forget(&mut self, key: &K) {
-        self.pending.remove(key);
+        if self.pending.remove(key).is_some() {
+            self.compact();
+        }
+    }
+
+    /// Drops stale queue entries (forgotten files, moved deadlines) once they outnumber
+    /// the live ones, and gives memory back after a churn of names: memory follows the
+    /// files pending, not the events seen.
+    fn compact(&mut self) {
+        if self.queue.len() <= 2 * self.pending.len() + 1024 {
+            return;
+        }
+        self.queue = self
+            .pending
+            .iter()
+            .map(|(k, p)| Reverse((p.deadline, k.clone())))
+            .collect();
+        self.queue.shrink_to_fit();
+        if self.pending.capacity() > 4 * self.pending.len() + 1024 {
+            self.pending.shrink_to_fit();
+        }
     }
 
     /// Changes the quiet period for files touched from now on.
@@ -347,5 +368,44 @@ mod tests {
         s.touch("a", t0, None);
         assert!(s.due(t0 + s1, |_| Some(st(1, 1))).is_empty());
         assert_eq!(s.due(t0 + s1 + s1, |_| Some(st(1, 1))), vec!["a"]);
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    fn state(n: u64) -> Option<FileState> {
+        Some(FileState {
+            ino: n,
+            size: n,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+        })
+    }
+
+    /// Names created and deleted (a churn of temporaries, a client's games) leave nothing
+    /// behind once forgotten, and repeated events for one file do not pile up.
+    #[test]
+    fn churn_and_repeated_events_do_not_grow_the_tracker() {
+        let mut s: Settle<u32> = Settle::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..200_000u32 {
+            s.touch(i, t0, state(u64::from(i)));
+            s.forget(&i);
+        }
+        assert!(s.is_empty());
+        assert!(s.queue.len() <= 1024 + 2, "{} stale entries", s.queue.len());
+        assert!(
+            s.pending.capacity() <= 4096,
+            "capacity {}",
+            s.pending.capacity()
+        );
+        // One file, many event batches, each moving its deadline.
+        for ms in 0..100_000u64 {
+            s.touch(7, t0 + Duration::from_millis(ms), state(ms));
+        }
+        assert_eq!(s.len(), 1);
+        assert!(s.queue.len() <= 1024 + 2 + 2, "{} entries", s.queue.len());
     }
 }

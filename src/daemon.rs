@@ -398,15 +398,18 @@ impl Daemon {
             }
             return;
         }
-        if ev.mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0
-            && ev.mask & !(libc::FAN_DELETE | libc::FAN_MOVED_FROM) == 0
-        {
-            return;
-        }
         let Some(host) = self.hosts.lookup(rec.key) else {
             return;
         };
         let Some(name) = rec.name else { return };
+        if ev.mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0
+            && ev.mask & !(libc::FAN_DELETE | libc::FAN_MOVED_FROM) == 0
+        {
+            // Gone from under its name: nothing to wait for (and no memory kept for it).
+            let key: PendingKey = (Arc::clone(&self.hosts.get(host).name), name.into());
+            self.settle.forget(&key);
+            return;
+        }
         if self.rules.skip(name).is_some() {
             return;
         }
