@@ -81,7 +81,9 @@ enum Message {
     Flush(crossbeam_channel::Sender<()>),
 }
 
-/// The formatting half, run in the thread that logs.
+/// The formatting half, run in the thread that logs (and in the logging thread for its
+/// own note about dropped lines).
+#[derive(Clone)]
 enum Format {
     Stderr,
     Journal,
@@ -97,7 +99,7 @@ struct Logger {
 /// Lines dropped because the queue was full, not yet reported.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The logging thread's half, until [`start_writer`] starts it.
-type Writer = (Sink, crossbeam_channel::Receiver<Message>);
+type Writer = (Format, Sink, crossbeam_channel::Receiver<Message>);
 static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
 /// The logging thread's queue, for [`flush`].
 static QUEUE: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
@@ -112,7 +114,7 @@ struct Burst {
     /// Start of the current one-second window.
     window: Instant,
     shown: u32,
-    /// Lines held back since the last summary, the last of them, and when it was.
+    /// Lines held back since the last summary, the first of them, and when the last was.
     suppressed: u64,
     example: String,
     last: Option<Instant>,
@@ -125,7 +127,7 @@ static BURSTS: Mutex<Vec<Burst>> = Mutex::new(Vec::new());
 const PER_FILE: &str = "distlink::linker";
 
 /// Whether a per-file line may be shown now; counts it for its kind's summary if not.
-fn admit(record: &Record<'_>, text: &str) -> bool {
+fn admit(record: &Record<'_>) -> bool {
     let line = record.line().unwrap_or(0);
     let mut bursts = BURSTS.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
@@ -154,8 +156,11 @@ fn admit(record: &Record<'_>, text: &str) -> bool {
         b.shown += 1;
         true
     } else {
+        // A flood formats one line for its summary, not every line it holds back.
+        if b.suppressed == 0 {
+            b.example = record.args().to_string();
+        }
         b.suppressed += 1;
-        b.example = text.to_owned();
         b.last = Some(now);
         false
     }
@@ -212,7 +217,12 @@ pub fn init(level: LevelFilter, target: Target) {
             }
         }
         Target::Syslog => {
-            let formatter = syslog_formatter();
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "distlink".into(),
+                pid: std::process::id(),
+            };
             // Not there yet (the syslog daemon starts later): connected at the first line
             // that finds it; until then lines go to stderr.
             let path = syslog_path();
@@ -222,7 +232,7 @@ pub fn init(level: LevelFilter, target: Target) {
         Target::Auto | Target::Stderr => (Format::Stderr, Sink::Stderr),
     };
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES);
-    *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some((sink, rx));
+    *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some((format.clone(), sink, rx));
     *QUEUE.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
     let logger = Logger {
         format,
@@ -250,7 +260,7 @@ fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
 /// aborts the process when `setresuid` fails in any thread); every other command right
 /// after [`init`]. Later calls do nothing.
 pub fn start_writer() {
-    let Some((sink, rx)) = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    let Some((format, sink, rx)) = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
     let spawned = std::thread::Builder::new()
@@ -260,7 +270,7 @@ pub fn start_writer() {
             let _ = nix::sys::signal::SigSet::all().thread_block();
             // Nor does it need any privilege left.
             crate::privs::drop_all_in_this_thread();
-            write_lines(sink, &rx)
+            write_lines(&format, sink, &rx)
         });
     if let Err(e) = spawned {
         eprintln!("distlink: cannot start the logging thread ({e}); log lines are lost");
@@ -280,7 +290,7 @@ pub fn flush(timeout: Duration) {
 }
 
 /// The logging thread: writes each line to the sink; finishes when every sender is gone.
-fn write_lines(mut sink: Sink, rx: &crossbeam_channel::Receiver<Message>) {
+fn write_lines(format: &Format, mut sink: Sink, rx: &crossbeam_channel::Receiver<Message>) {
     for message in rx {
         match message {
             Message::Flush(done) => {
@@ -295,12 +305,8 @@ fn write_lines(mut sink: Sink, rx: &crossbeam_channel::Receiver<Message>) {
                 if dropped > 0 {
                     let note =
                         format!("{dropped} log lines were dropped: the log sink did not keep up");
-                    let line = match &sink {
-                        Sink::Stderr => stderr_line(Level::Warn, &note).into_bytes(),
-                        Sink::Journal { .. } => journal_message(&note, 4, |_| {}),
-                        Sink::Syslog { .. } => syslog_line(&note, Level::Warn),
-                    };
-                    write_one(&mut sink, &line, 4, &note);
+                    let line = format.line(Level::Warn, &note, |_| {});
+                    write_one(&mut sink, &line, priority_of(Level::Warn), &note);
                 }
                 write_one(&mut sink, &bytes, priority, &text);
             }
@@ -374,17 +380,15 @@ fn journal_message(text: &str, priority: u8, fields: impl FnOnce(&mut Vec<u8>)) 
     msg
 }
 
-fn syslog_formatter() -> syslog::Formatter3164 {
-    syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_DAEMON,
-        hostname: None,
-        process: "distlink".into(),
-        pid: std::process::id(),
+impl Format {
+    /// `text` at `level` as the sink wants it; `fields` adds journal fields.
+    fn line(&self, level: Level, text: &str, fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        match self {
+            Format::Journal => journal_message(text, priority_of(level), fields),
+            Format::Syslog(f) => format_syslog(f, text, level),
+            Format::Stderr => stderr_line(level, text).into_bytes(),
+        }
     }
-}
-
-fn syslog_line(text: &str, level: Level) -> Vec<u8> {
-    format_syslog(&syslog_formatter(), text, level)
 }
 
 fn format_syslog(f: &syslog::Formatter3164, text: &str, level: Level) -> Vec<u8> {
@@ -481,7 +485,7 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     }
 }
 
-fn priority(level: Level) -> u8 {
+fn priority_of(level: Level) -> u8 {
     match level {
         Level::Error => 3,
         Level::Warn => 4,
@@ -499,21 +503,16 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let text = record.args().to_string();
-        if record.module_path_static() == Some(PER_FILE) && !admit(record, &text) {
+        if record.module_path_static() == Some(PER_FILE) && !admit(record) {
             return;
         }
-        let priority = priority(record.level());
-        let bytes = match &self.format {
-            Format::Journal => journal_message(&text, priority, |msg| {
-                let _ = record.key_values().visit(&mut Fields(msg));
-            }),
-            Format::Syslog(f) => format_syslog(f, &text, record.level()),
-            Format::Stderr => stderr_line(record.level(), &text).into_bytes(),
-        };
+        let text = record.args().to_string();
+        let bytes = self.format.line(record.level(), &text, |msg| {
+            let _ = record.key_values().visit(&mut Fields(msg));
+        });
         let line = Message::Line {
             bytes,
-            priority,
+            priority: priority_of(record.level()),
             text,
         };
         if self.queue.try_send(line).is_err() {
