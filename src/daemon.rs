@@ -406,8 +406,11 @@ impl Daemon {
             && ev.mask & !(libc::FAN_DELETE | libc::FAN_MOVED_FROM) == 0
         {
             // Gone from under its name: nothing to wait for (and no memory kept for it).
-            let key: PendingKey = (Arc::clone(&self.hosts.get(host).name), name.into());
-            self.settle.forget(&key);
+            // Most deletions concern nothing pending: no key is built for them.
+            if !self.settle.is_empty() {
+                let key: PendingKey = (Arc::clone(&self.hosts.get(host).name), name.into());
+                self.settle.forget(&key);
+            }
             return;
         }
         if self.rules.skip(name).is_some() {

@@ -73,14 +73,11 @@ pub fn walk_dir(path: &Path) -> Result<OwnedFd, Errno> {
     use std::path::Component;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mode = nix::sys::stat::Mode::empty();
-    let mut cur = nix::fcntl::open(".", flags, mode)?;
+    let start = if path.has_root() { "/" } else { "." };
+    let mut cur = nix::fcntl::open(start, flags, mode)?;
     for c in path.components() {
         let name: &std::ffi::OsStr = match c {
-            Component::RootDir => {
-                cur = nix::fcntl::open("/", flags, mode)?;
-                continue;
-            }
-            Component::CurDir => continue,
+            Component::RootDir | Component::CurDir => continue,
             Component::ParentDir => "..".as_ref(),
             Component::Normal(n) => n,
             Component::Prefix(_) => return Err(Errno::EINVAL),

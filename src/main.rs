@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Run { .. }) {
         distlink::logging::start_writer();
     }
+    // What a command that did its job exits with (`status`: 3 when not running).
+    let mut success = ExitCode::SUCCESS;
     let result = match &cli.command {
         Command::Run { config, user } => distlink::daemon::run(config, user.as_deref()),
         Command::Check { config } => {
@@ -31,17 +33,12 @@ fn main() -> ExitCode {
                 r => r.map_err(|e| distlink::error::Error::setup("writing to stdout", e)),
             }
         }
-        Command::Status { config } => match distlink::status::report(config) {
-            Ok((text, running)) => {
-                print_out(&text);
-                if !running {
-                    distlink::logging::flush(std::time::Duration::from_secs(1));
-                    return ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
-                }
-                Ok(())
+        Command::Status { config } => distlink::status::report(config).map(|(text, running)| {
+            print_out(&text);
+            if !running {
+                success = ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
             }
-            Err(e) => Err(e),
-        },
+        }),
         Command::Sync { config, dry_run } => {
             distlink::sync::sync(config, *dry_run).map(|summary| print_out(&summary))
         }
@@ -49,7 +46,7 @@ fn main() -> ExitCode {
     // Every line logged so far reaches its sink before the process ends.
     distlink::logging::flush(std::time::Duration::from_secs(1));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => success,
         Err(e) => {
             eprintln!("distlink: {}", distlink::error_chain(&e));
             ExitCode::from(e.exit_code() as u8)

@@ -28,7 +28,8 @@ pub const WAIT_PERIODS: u32 = 3;
 pub const EXIT_INCOMPLETE: i32 = 75;
 
 /// Links what a running daemon would have linked (or, with `dry_run`, prints it).
-/// Files changed within the settle time are skipped and listed. Returns the totals line.
+/// Files that may still be written are watched until quiet first (see the module doc).
+/// Returns the totals line.
 pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let config = Config::load(config_path)?;
     let hosts = Arc::new(HostSet::open(&config)?);
