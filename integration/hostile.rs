@@ -7,7 +7,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Instant;
 
 /// Runs `distlink ARGS`, killing it (and failing) if it has not answered by the deadline.
 fn answers(args: &[&str], config: &Path) -> Output {
@@ -20,13 +19,9 @@ fn answers(args: &[&str], config: &Path) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let end = Instant::now() + DEADLINE;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("distlink {args:?} --config {} hangs", config.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if !wait_until(DEADLINE, || child.try_wait().unwrap().is_some()) {
+        let _ = child.kill();
+        panic!("distlink {args:?} --config {} hangs", config.display());
     }
     child.wait_with_output().unwrap()
 }
