@@ -119,6 +119,14 @@ portage_download() {
     mv "$d/$2.__download__" "$d/$2"
 }
 
+# portage_download_as_portage HOST NAME CONTENT: the same, but written inside the
+# container by user portage (FEATURES=userfetch), so the file is portage's.
+portage_download_as_portage() {
+    inside setpriv --reuid=portage --regid=portage --clear-groups sh -c \
+        'cd "/var/cache/distfiles/$1" && printf %s "$3" > "$2.__download__" && mv "$2.__download__" "$2"' \
+        _ "$1" "$2" "$3"
+}
+
 # same_inode A B: whether two paths are one inode.
 same_inode() {
     [ -e "$1" ] && [ -e "$2" ] && [ "$(stat -c %i "$1")" = "$(stat -c %i "$2")" ]

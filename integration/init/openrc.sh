@@ -42,6 +42,8 @@ dump_logs() {
         echo "# --- rc-status -a ---"
         inside rc-status -a 2>&1 | sed 's/^/# /'
     fi
+    echo "# --- /var/log/distlink.log (the script's error_log) ---"
+    tail -n 20 "$MERGED/var/log/distlink.log" 2>/dev/null | sed 's/^/# /'
     echo "# --- console ---"
     strip_colours < "$SCRATCH/console.log" | tail -n 60 | sed 's/^/# /'
 }
@@ -146,15 +148,6 @@ run_rc() {
 # fanned_out_logged NAME: the daemon's fan-out line for host1/NAME is in /var/log/messages.
 fanned_out_logged() { grep -Eq " distlink\[[0-9]+\]: host1/$1 \(renamed\): linked into" "$MESSAGES"; }
 
-# portage_download_as_portage NAME: portage_download host1, but written inside the container
-# by user portage (FEATURES=userfetch), so the file is portage's.
-portage_download_as_portage() {
-    # env -C /: run from the container's root whatever directory nsenter left.
-    inside env -C / setpriv --reuid=portage --regid=portage --clear-groups sh -c \
-        'cd /var/cache/distfiles/host1 && printf %s "$2" > "$1.__download__" && mv "$1.__download__" "$1"' \
-        _ "$1" "$2"
-}
-
 # download NAME HOSTS...: a Portage download of NAME into host1, which must be linked into
 # every one of HOSTS (one inode) within LINK_SECS; how long it took in TOOK. Written by
 # root on the host side, or by portage inside when AS_PORTAGE=1.
@@ -165,7 +158,7 @@ download() {
     shift
     t0=$EPOCHREALTIME
     if [ "$AS_PORTAGE" = 1 ]; then
-        portage_download_as_portage "$name" "distfile $name"
+        portage_download_as_portage host1 "$name" "distfile $name"
     else
         portage_download host1 "$name" "distfile $name"
     fi
@@ -177,8 +170,8 @@ next_name() { N=$((N + 1)); NAME="openrc-$1-$N.tar.xz"; }
 
 msg_lines() { wc -l < "$MESSAGES"; }
 
-# supervisor_news: what supervise-daemon last said about distlink dying (for failures:
-# the daemon's stderr is /dev/null, so a panic shows only as "terminated by signal").
+# supervisor_news: what supervise-daemon last said about distlink dying (for failures;
+# the daemon's own last words are in its error_log, /var/log/distlink.log).
 supervisor_news() {
     grep -E 'supervise-daemon\[[0-9]+\]: /usr/bin/distlink, pid' "$MESSAGES" | tail -n2 |
         sed 's/.*supervise-daemon/supervise-daemon/' | tr '\n' ';' || true

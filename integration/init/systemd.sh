@@ -148,7 +148,7 @@ inside systemctl daemon-reload
 inside systemctl start distlink || fail "user: start failed"
 pid=$(show MainPID)
 [ "$(inside stat -c %U "/proc/$pid")" = portage ] || fail "user: the daemon runs as $(inside stat -c %U "/proc/$pid")"
-inside su -s /bin/sh portage -c 'cd / && printf q > /var/cache/distfiles/host2/qux-4.tar.gz.__download__ && mv /var/cache/distfiles/host2/qux-4.tar.gz.__download__ /var/cache/distfiles/host2/qux-4.tar.gz'
+portage_download_as_portage host2 qux-4.tar.gz q
 wait_for 20 linked qux-4.tar.gz host2 server host1 host3 || fail "user: not linked"
 inside systemctl reload distlink || fail "user: systemctl reload failed"
 [ "$(show MainPID)" = "$pid" ] || fail "user: reload changed MainPID"
