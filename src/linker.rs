@@ -244,12 +244,8 @@ fn hint(e: Errno) -> &'static str {
 
 /// Whether the inode changed less than `settle` ago (ctime cannot be set by a client). A
 /// ctime in the future (the clock was set back) gives no age: it counts as recent, and
-/// the caller's settle tracker, on the monotonic clock, decides. A zero `settle` (files
-/// that tracker already found quiet) is never recent.
+/// the caller's settle tracker, on the monotonic clock, decides.
 fn changed_recently(st: &FileStat, settle: Duration) -> bool {
-    if settle.is_zero() {
-        return false;
-    }
     let ctime = UNIX_EPOCH
         + Duration::new(
             st.st_ctime.max(0) as u64,
@@ -307,7 +303,9 @@ pub fn fan_out(job: &Job) -> Outcome {
         scan.pool_bytes
             .fetch_add(st.st_size.max(0) as u64, Ordering::Relaxed);
     }
+    // A file found by a scan may still be written; one the settle rule passed may not.
     if let Some(scan) = &job.scan
+        && job.trigger == Trigger::Scan
         && changed_recently(&st, scan.settle)
     {
         out.deferred = true;

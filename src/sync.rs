@@ -70,7 +70,8 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     // Files that may still be written: watched until quiet, then linked like the rest.
     let waiting: Vec<Deferred> = defer_rx.try_iter().collect();
     let (settled, still_changing) = wait_until_quiet(&hosts, waiting, config.settle);
-    let after = Arc::new(ScanTally::new(Duration::ZERO, None, report));
+    // Trigger::Settled: the settle rule passed them, so they are not deferred again.
+    let after = Arc::new(ScanTally::new(config.settle, None, report));
     let submit = linker.sender();
     for (host, name) in &settled {
         if let Some(src) = hosts.position(host) {
