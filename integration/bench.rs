@@ -5,7 +5,12 @@
 //! * A burst of 10,000 renamed files fanned out to 16 hosts, against the floor: one thread
 //!   doing the same 150,000 `linkat` calls in a plain loop.
 //!
+//! * Memory (peak RSS of the daemon, `VmHWM`): a start-up reconcile of 500,000 names;
+//!   500,000 files written under their final name and pending settle at once; and the
+//!   resident memory left after 200,000 names were created and deleted while pending.
+//!
 //! Targets (issue 2): p99 under 5 ms at 16 hosts; burst within 2x of the floor.
+//! (issue 9): each memory figure under 64 MiB, and churn gives its memory back.
 
 #[allow(dead_code)]
 #[path = "util.rs"]
@@ -35,14 +40,86 @@ fn ms(d: Duration) -> String {
 
 /// Peak resident memory of a process, from /proc.
 fn vm_hwm(pid: i32) -> String {
+    proc_status(pid, "VmHWM:")
+}
+
+/// A `VmXXX:` line of /proc/PID/status.
+fn proc_status(pid: i32, field: &str) -> String {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l[6..].trim().to_owned())
+                .find(|l| l.starts_with(field))
+                .map(|l| l[field.len()..].trim().to_owned())
         })
         .unwrap_or_else(|| "?".into())
+}
+
+/// `12345 kB` as MiB.
+fn mib(kb: &str) -> String {
+    kb.trim_end_matches(" kB")
+        .parse::<f64>()
+        .map_or_else(|_| kb.to_owned(), |k| format!("{:.1} MiB", k / 1024.0))
+}
+
+const MEMORY_NAMES: usize = 500_000;
+const CHURN_NAMES: usize = 200_000;
+
+/// Renames a marker into host0 and waits until it is linked into host1: every event
+/// queued before it has been handled.
+fn barrier(hosts: &[PathBuf], label: &str) {
+    let tmp = hosts[0].join(format!("{label}.__download__"));
+    fs::write(&tmp, b"m").unwrap();
+    fs::rename(&tmp, hosts[0].join(label)).unwrap();
+    assert!(
+        util::wait_until(Duration::from_secs(600), || hosts[1].join(label).exists()),
+        "{label} not linked"
+    );
+}
+
+/// Peak RSS of a start-up reconcile of `MEMORY_NAMES` names (all in host0 of 2 hosts).
+fn memory_reconcile() -> String {
+    let scratch = Scratch::tmpfs("bench-mem-reconcile");
+    let hosts = scratch.hosts(2);
+    for i in 0..MEMORY_NAMES {
+        fs::write(hosts[0].join(format!("dist-{i:07}.tar.gz")), b"").unwrap();
+    }
+    let config = scratch.config_for(&hosts, "settle: 10ms\n");
+    std::thread::sleep(Duration::from_millis(20));
+    let daemon = Daemon::start(&scratch, &config);
+    assert!(
+        daemon.wait_log("reconcile (start-up) done"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(fs::read_dir(&hosts[1]).unwrap().count(), MEMORY_NAMES);
+    mib(&vm_hwm(daemon.pid()))
+}
+
+/// Peak RSS with `MEMORY_NAMES` direct writes pending settle, and the resident memory
+/// before and after a churn of `CHURN_NAMES` names created and deleted while pending.
+fn memory_pending() -> (String, String, String) {
+    let scratch = Scratch::tmpfs("bench-mem-pending");
+    let hosts = scratch.hosts(2);
+    let config = scratch.config_for(&hosts, "settle: 600s\n");
+    let daemon = Daemon::start(&scratch, &config);
+    assert!(daemon.wait_log("reconcile (start-up) done"));
+    barrier(&hosts, "before-churn");
+    let before = mib(&proc_status(daemon.pid(), "VmRSS:"));
+    for i in 0..CHURN_NAMES {
+        let p = hosts[0].join(format!("churn-{i:07}.tar.gz"));
+        fs::write(&p, b"").unwrap();
+        fs::remove_file(&p).unwrap();
+    }
+    barrier(&hosts, "after-churn");
+    let after = mib(&proc_status(daemon.pid(), "VmRSS:"));
+    for i in 0..MEMORY_NAMES {
+        // Empty: 500,000 pages of data would not fit the scratch tmpfs.
+        fs::write(hosts[0].join(format!("direct-{i:07}.tar.gz")), b"").unwrap();
+    }
+    barrier(&hosts, "after-writes");
+    assert!(!hosts[1].join("direct-0000000.tar.gz").exists());
+    (mib(&vm_hwm(daemon.pid())), before, after)
 }
 
 /// Waits until `count` IN_CREATE events for `name` (any directory) have been read.
@@ -332,6 +409,20 @@ fn main() {
         "distlink fan-out benchmark ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // `cargo bench --bench fanout -- memory`: only the memory figures.
+    let only_memory = std::env::args().any(|a| a == "memory");
+    let (pending, before, after) = memory_pending();
+    println!(
+        "memory   {CHURN_NAMES} names created and deleted while pending: daemon RSS {before} before, {after} after"
+    );
+    println!("memory   {MEMORY_NAMES} direct writes pending settle: daemon peak RSS {pending}");
+    println!(
+        "memory   start-up reconcile of {MEMORY_NAMES} names: daemon peak RSS {}",
+        memory_reconcile()
+    );
+    if only_memory {
+        return;
+    }
     for n in [2, 4, 16] {
         latency(n);
     }

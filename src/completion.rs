@@ -9,9 +9,12 @@
 //! See the README's "How completion is detected" for the event sequences behind this.
 
 use crate::glob::Glob;
+use crate::hosts::HostId;
+use crate::names::NameTable;
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 /// Why a name is never linked.
@@ -93,87 +96,162 @@ pub struct FileState {
     pub mtime_nsec: i64,
 }
 
-struct Pending {
-    deadline: Instant,
-    seen: Option<FileState>,
+/// One pending file: 24 bytes beside its key in the [`NameTable`]. Times are
+/// nanoseconds after [`Settle`]'s epoch.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// When the quiet period ends.
+    deadline: u64,
+    /// When its queue entry comes up ([`NOT_QUEUED`]: it has none). Never later than
+    /// `deadline`; an entry that comes up early is put back at `deadline`. Kept when the
+    /// file is forgotten, until its entry comes up.
+    queued_at: u64,
+    /// What the file looked like at the last look, as [`Settle::fingerprint`].
+    seen: u64,
 }
+
+const NOT_QUEUED: u64 = u64::MAX;
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            deadline: 0,
+            queued_at: NOT_QUEUED,
+            seen: 0,
+        }
+    }
+}
+
+/// A pending file: its host and name.
+pub type Key = (HostId, Box<[u8]>);
 
 /// Tracks files written under their final name until they have been quiet for `settle`.
 ///
-/// Keys are whatever identifies a directory entry to the caller (host, name). Time and
-/// file state are passed in, so the rule is tested without a clock or a filesystem.
-pub struct Settle<K> {
+/// Time and file state are passed in, so the rule is tested without a clock or a
+/// filesystem. Memory follows the files pending, not the events seen (a client may
+/// create and delete names without end): each file is one key in a [`NameTable`], one
+/// [`Slot`] and at most one queue entry (16 bytes) - about 100 bytes with a 20-byte name.
+/// A file touched again only moves its deadline; its queue entry, when it comes up,
+/// is put back at the new deadline. Forgotten files leave their queue entry and bytes
+/// until [`Settle::compact`] rebuilds the tracker from the live files.
+pub struct Settle {
     settle: Duration,
-    pending: HashMap<K, Pending>,
-    // Min-heap of (deadline, key); stale entries (deadline moved) are skipped lazily.
-    queue: BinaryHeap<Reverse<(Instant, K)>>,
+    epoch: Instant,
+    /// Keyed per process: a client cannot make two states look alike.
+    hasher: RandomState,
+    keys: NameTable,
+    /// By key id.
+    slots: Vec<Slot>,
+    /// Min-heap of (deadline, key id).
+    queue: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
-impl<K: std::fmt::Debug> std::fmt::Debug for Settle<K> {
+impl std::fmt::Debug for Settle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settle")
             .field("settle", &self.settle)
-            .field("pending", &self.pending.len())
+            .field("pending", &self.keys.len())
             .finish()
     }
 }
 
-impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
-    pub fn new(settle: Duration) -> Settle<K> {
+impl Settle {
+    pub fn new(settle: Duration) -> Settle {
+        Settle::starting(settle, Instant::now())
+    }
+
+    /// A tracker whose clock starts at `epoch` (no time passed to it may be earlier).
+    pub fn starting(settle: Duration, epoch: Instant) -> Settle {
         Settle {
             settle,
-            pending: HashMap::new(),
+            epoch,
+            hasher: RandomState::new(),
+            keys: NameTable::new(),
+            slots: Vec::new(),
             queue: BinaryHeap::new(),
         }
     }
 
-    /// Something happened to `key` at `now`; `state` is what the file looks like now
-    /// (`None` if it could not be read). The quiet period starts again.
-    pub fn touch(&mut self, key: K, now: Instant, state: Option<FileState>) {
-        let deadline = now + self.settle;
-        match self.pending.entry(key.clone()) {
-            Entry::Occupied(mut e) => {
-                let p = e.get_mut();
-                p.seen = state;
-                if p.deadline == deadline {
-                    return;
-                }
-                p.deadline = deadline;
-            }
-            Entry::Vacant(e) => {
-                e.insert(Pending {
-                    deadline,
-                    seen: state,
-                });
-            }
+    /// A file state as 64 bits (0: unreadable). Only compared for equality: two
+    /// different states agree with probability 2^-64, under a key the client never sees.
+    fn fingerprint(&self, state: Option<FileState>) -> u64 {
+        match state {
+            None => 0,
+            Some(s) => self
+                .hasher
+                .hash_one((s.ino, s.size, s.mtime_sec, s.mtime_nsec))
+                .max(1),
         }
-        self.queue.push(Reverse((deadline, key)));
+    }
+
+    fn ticks(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64
+    }
+
+    fn instant(&self, ticks: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ticks)
+    }
+
+    /// Something happened to `name` in `host` at `now`; `state` is what the file looks
+    /// like now (`None` if it could not be read). The quiet period starts again.
+    pub fn touch(&mut self, host: HostId, name: &[u8], now: Instant, state: Option<FileState>) {
+        let deadline = self.ticks(now + self.settle);
+        let seen = self.fingerprint(state);
+        let Some((id, _)) = self.keys.insert(host.raw(), name) else {
+            // Longer than any file name: nothing on disk can have it.
+            return;
+        };
+        let i = id as usize;
+        if i == self.slots.len() {
+            self.slots.push(Slot::default());
+        }
+        let slot = &mut self.slots[i];
+        slot.deadline = deadline;
+        slot.seen = seen;
+        // A shorter settle period since the entry was queued can make the deadline
+        // earlier than the entry: then a new one (the old one is dropped when it comes up).
+        if deadline < slot.queued_at {
+            slot.queued_at = deadline;
+            self.queue.push(Reverse((deadline, id)));
+        }
         self.compact();
     }
 
-    /// Stop tracking `key` (deleted, renamed away, or completed by a rename).
-    pub fn forget(&mut self, key: &K) {
-        if self.pending.remove(key).is_some() {
+    /// Stop tracking `name` in `host` (deleted, renamed away, or completed by a rename).
+    pub fn forget(&mut self, host: HostId, name: &[u8]) {
+        if self.keys.remove(host.raw(), name).is_some() {
             self.compact();
         }
     }
 
-    /// Drops stale queue entries (forgotten files, moved deadlines) once they outnumber
-    /// the live ones, and gives memory back after a churn of names: memory follows the
-    /// files pending, not the events seen.
+    /// Rebuilds the tracker from the live files once forgotten ones hold more memory
+    /// than they do, and gives that memory back.
     fn compact(&mut self) {
-        if self.queue.len() <= 2 * self.pending.len() + 1024 {
+        if self.keys.is_empty() {
+            self.slots = Vec::new();
+            self.queue = BinaryHeap::new();
             return;
         }
-        self.queue = self
-            .pending
-            .iter()
-            .map(|(k, p)| Reverse((p.deadline, k.clone())))
-            .collect();
-        self.queue.shrink_to_fit();
-        if self.pending.capacity() > 4 * self.pending.len() + 1024 {
-            self.pending.shrink_to_fit();
+        if !self.keys.wasteful() && self.queue.len() <= 2 * self.keys.len() + 1024 {
+            return;
         }
+        let mut fresh = Settle::starting(self.settle, self.epoch);
+        fresh.hasher = self.hasher.clone();
+        for id in self.keys.ids() {
+            let (tag, name) = self.keys.get(id);
+            let Some((new, _)) = fresh.keys.insert(tag, name) else {
+                continue;
+            };
+            let mut slot = self.slots[id as usize];
+            slot.queued_at = slot.deadline;
+            debug_assert_eq!(new as usize, fresh.slots.len());
+            fresh.slots.push(slot);
+            fresh.queue.push(Reverse((slot.deadline, new)));
+        }
+        fresh.slots.shrink_to_fit();
+        *self = fresh;
     }
 
     /// Changes the quiet period for files touched from now on.
@@ -183,26 +261,28 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
 
     /// Number of files being watched.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.keys.is_empty()
     }
 
     /// The files still being watched.
-    pub fn keys(&self) -> Vec<K> {
-        self.pending.keys().cloned().collect()
+    pub fn keys(&self) -> Vec<Key> {
+        self.keys.ids().map(|id| self.key(id)).collect()
+    }
+
+    fn key(&self, id: u32) -> Key {
+        let (tag, name) = self.keys.get(id);
+        (HostId::from_raw(tag), name.into())
     }
 
     /// When [`Settle::due`] next has something to do.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((deadline, key))) = self.queue.peek() {
-            match self.pending.get(key) {
-                Some(p) if p.deadline == *deadline => return Some(*deadline),
-                _ => {
-                    self.queue.pop();
-                }
+        while let Some(&Reverse((at, id))) = self.queue.peek() {
+            if self.keep(at, id) {
+                return Some(self.instant(at));
             }
         }
         None
@@ -211,37 +291,78 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> Settle<K> {
     /// Looks at every file whose quiet period ended by `now`, with `stat` telling what it
     /// looks like now (`None`: gone or no longer a candidate). Unchanged since the last
     /// look: complete, returned. Changed: watched for another period.
-    pub fn due(&mut self, now: Instant, mut stat: impl FnMut(&K) -> Option<FileState>) -> Vec<K> {
+    pub fn due(
+        &mut self,
+        now: Instant,
+        mut stat: impl FnMut(HostId, &[u8]) -> Option<FileState>,
+    ) -> Vec<Key> {
+        let now_ticks = self.ticks(now);
+        let next = self.ticks(now + self.settle);
         let mut done = Vec::new();
-        while let Some(Reverse((deadline, _))) = self.queue.peek() {
-            if *deadline > now {
+        while let Some(&Reverse((at, id))) = self.queue.peek() {
+            if at > now_ticks {
                 break;
             }
-            let Some(Reverse((deadline, key))) = self.queue.pop() else {
-                break;
-            };
-            let Some(p) = self.pending.get_mut(&key) else {
-                continue;
-            };
-            if p.deadline != deadline {
+            if !self.keep(at, id) {
                 continue;
             }
-            match stat(&key) {
-                None => {
-                    self.pending.remove(&key);
+            self.queue.pop();
+            let i = id as usize;
+            self.slots[i].queued_at = NOT_QUEUED;
+            let (tag, name) = self.keys.get(id);
+            let host = HostId::from_raw(tag);
+            let cur = stat(host, name);
+            let print = self.fingerprint(cur);
+            let slot = &mut self.slots[i];
+            match cur {
+                Some(_) if slot.seen != print => {
+                    slot.seen = print;
+                    slot.deadline = next;
+                    slot.queued_at = next;
+                    self.queue.push(Reverse((next, id)));
                 }
-                Some(cur) if p.seen == Some(cur) => {
-                    self.pending.remove(&key);
-                    done.push(key);
-                }
-                Some(cur) => {
-                    p.seen = Some(cur);
-                    p.deadline = now + self.settle;
-                    self.queue.push(Reverse((p.deadline, key)));
+                complete => {
+                    let name: Box<[u8]> = name.into();
+                    self.keys.remove(tag, &name);
+                    if complete.is_some() {
+                        done.push((host, name));
+                    }
                 }
             }
         }
+        self.compact();
         done
+    }
+
+    /// Looks at the queue's first entry, `(at, id)`: `true` if it stands for a file due
+    /// at `at`. Otherwise it is dropped (a forgotten file, or a duplicate) or put back at
+    /// its file's later deadline, and `false`.
+    fn keep(&mut self, at: u64, id: u32) -> bool {
+        let slot = &mut self.slots[id as usize];
+        if slot.queued_at != at {
+            self.queue.pop();
+            return false;
+        }
+        if !self.keys.is_live(id) {
+            slot.queued_at = NOT_QUEUED;
+            self.queue.pop();
+            return false;
+        }
+        if slot.deadline > at {
+            // Touched since it was queued.
+            slot.queued_at = slot.deadline;
+            self.queue.pop();
+            self.queue.push(Reverse((slot.deadline, id)));
+            return false;
+        }
+        true
+    }
+
+    /// Bytes held (for tests and benchmarks).
+    pub fn heap_bytes(&self) -> usize {
+        self.keys.heap_bytes()
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.queue.capacity() * 16
     }
 }
 
@@ -288,6 +409,12 @@ mod tests {
         assert_eq!(r.skip(b"x.tar"), None);
     }
 
+    const H: HostId = HostId::from_raw(0);
+
+    fn keys(names: &[&str]) -> Vec<Key> {
+        names.iter().map(|n| (H, n.as_bytes().into())).collect()
+    }
+
     fn st(size: u64, mtime: i64) -> FileState {
         FileState {
             ino: 1,
@@ -302,13 +429,13 @@ mod tests {
         let t0 = Instant::now();
         let s10 = Duration::from_secs(10);
         let mut s = Settle::new(s10);
-        s.touch("a", t0, Some(st(5, 1)));
+        s.touch(H, b"a", t0, Some(st(5, 1)));
         assert_eq!(s.next_deadline(), Some(t0 + s10));
         assert!(
-            s.due(t0 + Duration::from_secs(9), |_| Some(st(5, 1)))
+            s.due(t0 + Duration::from_secs(9), |_, _| Some(st(5, 1)))
                 .is_empty()
         );
-        assert_eq!(s.due(t0 + s10, |_| Some(st(5, 1))), vec!["a"]);
+        assert_eq!(s.due(t0 + s10, |_, _| Some(st(5, 1))), keys(&["a"]));
         assert!(s.is_empty());
         assert_eq!(s.next_deadline(), None);
     }
@@ -318,11 +445,11 @@ mod tests {
         let t0 = Instant::now();
         let s10 = Duration::from_secs(10);
         let mut s = Settle::new(s10);
-        s.touch("a", t0, Some(st(5, 1)));
+        s.touch(H, b"a", t0, Some(st(5, 1)));
         // Written without an event we saw (overflow, merged event): still not complete.
-        assert!(s.due(t0 + s10, |_| Some(st(6, 2))).is_empty());
+        assert!(s.due(t0 + s10, |_, _| Some(st(6, 2))).is_empty());
         assert_eq!(s.next_deadline(), Some(t0 + s10 + s10));
-        assert_eq!(s.due(t0 + s10 + s10, |_| Some(st(6, 2))), vec!["a"]);
+        assert_eq!(s.due(t0 + s10 + s10, |_, _| Some(st(6, 2))), keys(&["a"]));
     }
 
     #[test]
@@ -330,13 +457,13 @@ mod tests {
         let t0 = Instant::now();
         let s10 = Duration::from_secs(10);
         let mut s = Settle::new(s10);
-        s.touch("a", t0, Some(st(1, 1)));
-        s.touch("a", t0 + Duration::from_secs(8), Some(st(2, 1)));
-        assert!(s.due(t0 + s10, |_| Some(st(2, 1))).is_empty());
+        s.touch(H, b"a", t0, Some(st(1, 1)));
+        s.touch(H, b"a", t0 + Duration::from_secs(8), Some(st(2, 1)));
+        assert!(s.due(t0 + s10, |_, _| Some(st(2, 1))).is_empty());
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(18)));
         assert_eq!(
-            s.due(t0 + Duration::from_secs(18), |_| Some(st(2, 1))),
-            vec!["a"]
+            s.due(t0 + Duration::from_secs(18), |_, _| Some(st(2, 1))),
+            keys(&["a"])
         );
     }
 
@@ -345,19 +472,19 @@ mod tests {
         let t0 = Instant::now();
         let s1 = Duration::from_secs(1);
         let mut s = Settle::new(s1);
-        s.touch("gone", t0, Some(st(1, 1)));
-        s.touch("swapped", t0, Some(st(1, 1)));
-        s.touch("forgotten", t0, Some(st(1, 1)));
-        s.forget(&"forgotten");
+        s.touch(H, b"gone", t0, Some(st(1, 1)));
+        s.touch(H, b"swapped", t0, Some(st(1, 1)));
+        s.touch(H, b"forgotten", t0, Some(st(1, 1)));
+        s.forget(H, b"forgotten");
         let mut other = st(1, 1);
         other.ino = 2;
-        let done = s.due(t0 + s1, |k| match *k {
-            "gone" => None,
+        let done = s.due(t0 + s1, |_, k| match k {
+            b"gone" => None,
             _ => Some(other),
         });
         assert!(done.is_empty());
         assert_eq!(s.len(), 1);
-        assert_eq!(s.due(t0 + s1 + s1, |_| Some(other)), vec!["swapped"]);
+        assert_eq!(s.due(t0 + s1 + s1, |_, _| Some(other)), keys(&["swapped"]));
     }
 
     #[test]
@@ -365,9 +492,9 @@ mod tests {
         let t0 = Instant::now();
         let s1 = Duration::from_secs(1);
         let mut s = Settle::new(s1);
-        s.touch("a", t0, None);
-        assert!(s.due(t0 + s1, |_| Some(st(1, 1))).is_empty());
-        assert_eq!(s.due(t0 + s1 + s1, |_| Some(st(1, 1))), vec!["a"]);
+        s.touch(H, b"a", t0, None);
+        assert!(s.due(t0 + s1, |_, _| Some(st(1, 1))).is_empty());
+        assert_eq!(s.due(t0 + s1 + s1, |_, _| Some(st(1, 1))), keys(&["a"]));
     }
 }
 
@@ -384,28 +511,123 @@ mod memory {
         })
     }
 
+    fn name(i: u64) -> Vec<u8> {
+        format!("distfile-{i:07}.tar.gz").into_bytes()
+    }
+
     /// Names created and deleted (a churn of temporaries, a client's games) leave nothing
     /// behind once forgotten, and repeated events for one file do not pile up.
     #[test]
     fn churn_and_repeated_events_do_not_grow_the_tracker() {
-        let mut s: Settle<u32> = Settle::new(Duration::from_secs(60));
+        const H: HostId = HostId::from_raw(3);
+        let mut s = Settle::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        for i in 0..200_000u32 {
-            s.touch(i, t0, state(u64::from(i)));
-            s.forget(&i);
+        // One file stays pending throughout, so the tracker never simply empties.
+        s.touch(H, b"stays", t0, state(1));
+        for i in 0..200_000u64 {
+            s.touch(H, &name(i), t0 + Duration::from_micros(i), state(i));
+            s.forget(H, &name(i));
         }
-        assert!(s.is_empty());
-        assert!(s.queue.len() <= 1024 + 2, "{} stale entries", s.queue.len());
-        assert!(
-            s.pending.capacity() <= 4096,
-            "capacity {}",
-            s.pending.capacity()
-        );
-        // One file, many event batches, each moving its deadline.
+        assert_eq!(s.keys(), vec![(H, b"stays"[..].into())]);
+        assert!(s.heap_bytes() < 256 * 1024, "{} bytes", s.heap_bytes());
+        // One file, many event batches, each moving its deadline: one queue entry.
+        let before = s.queue.len();
         for ms in 0..100_000u64 {
-            s.touch(7, t0 + Duration::from_millis(ms), state(ms));
+            s.touch(H, b"busy", t0 + Duration::from_millis(ms), state(ms));
         }
-        assert_eq!(s.len(), 1);
-        assert!(s.queue.len() <= 1024 + 2 + 2, "{} entries", s.queue.len());
+        assert_eq!(s.len(), 2);
+        assert!(s.queue.len() <= before + 1, "{} entries", s.queue.len());
+        s.forget(H, b"busy");
+        s.forget(H, b"stays");
+        assert_eq!(s.heap_bytes(), 0);
+    }
+
+    /// 500,000 files pending at once (issue 9.11: under 64 MiB for the whole daemon).
+    #[test]
+    fn half_a_million_pending_files_fit_in_about_100_bytes_each() {
+        let mut s = Settle::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..500_000u64 {
+            s.touch(HostId::from_raw(0), &name(i), t0, state(i));
+        }
+        let per = s.heap_bytes() / 500_000;
+        assert!(per <= 128, "{per} bytes per pending file");
+    }
+
+    /// The queue tricks (one entry per file, put back when its deadline moved, entries of
+    /// forgotten files dropped lazily, rebuilds) agree with the rule computed naively.
+    #[test]
+    fn agrees_with_a_naive_tracker() {
+        use std::collections::HashMap;
+        let settle = Duration::from_millis(50);
+        let t0 = Instant::now();
+        let mut s = Settle::starting(settle, t0);
+        // Naive: (deadline, seen) per key, every key looked at on every step.
+        let mut model: HashMap<Key, (Instant, Option<FileState>)> = HashMap::new();
+        let mut disk: HashMap<Key, Option<FileState>> = HashMap::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut now = t0;
+        for step in 0..60_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            now += Duration::from_millis(rng % 7);
+            let key: Key = (
+                HostId::from_raw((rng >> 8) as u32 % 2),
+                name((rng >> 16) % 300).into(),
+            );
+            let period = if step > 30_000 { settle / 2 } else { settle };
+            match (rng >> 32) % 10 {
+                0..=4 => {
+                    let st = if (rng >> 40).is_multiple_of(8) {
+                        None
+                    } else {
+                        state(step)
+                    };
+                    disk.insert(key.clone(), st);
+                    s.touch(key.0, &key.1, now, st);
+                    model.insert(key, (now + period, st));
+                }
+                5 => {
+                    s.forget(key.0, &key.1);
+                    model.remove(&key);
+                    disk.remove(&key);
+                }
+                6 => {
+                    // Changed without an event we saw.
+                    disk.insert(key, state(step));
+                }
+                _ => {}
+            }
+            if step == 30_000 {
+                s.set_period(settle / 2);
+            }
+            let period = if step >= 30_000 { settle / 2 } else { settle };
+            let look = |h: HostId, n: &[u8]| disk.get(&(h, n.into())).copied().flatten();
+            let mut got = s.due(now, look);
+            let mut want = Vec::new();
+            let mut keys: Vec<Key> = model.keys().cloned().collect();
+            keys.sort();
+            for k in keys {
+                let (deadline, seen) = model[&k];
+                if deadline > now {
+                    continue;
+                }
+                match look(k.0, &k.1) {
+                    Some(cur) if seen != Some(cur) => {
+                        model.insert(k, (now + period, Some(cur)));
+                    }
+                    cur => {
+                        model.remove(&k);
+                        if cur.is_some() {
+                            want.push(k);
+                        }
+                    }
+                }
+            }
+            got.sort();
+            assert_eq!(got, want, "step {step}");
+            assert_eq!(s.len(), model.len(), "step {step}");
+        }
     }
 }

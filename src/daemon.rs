@@ -30,9 +30,6 @@ use std::time::Instant;
 /// Size of the buffer fanotify events are read into (many events per `read`).
 const READ_BUF: usize = 256 * 1024;
 
-/// A pending direct write: host name (stable across reloads) and file name.
-type PendingKey = crate::linker::Deferred;
-
 struct Daemon {
     config: Config,
     hosts: Arc<HostSet>,
@@ -40,7 +37,7 @@ struct Daemon {
     /// directory vanish and come back: configuration indexes of the hosts below each.
     parents: HashMap<Box<[u8]>, Vec<usize>>,
     rules: NameRules,
-    settle: Settle<PendingKey>,
+    settle: Settle,
     watch: Watch,
     signals: Signals,
     linker: Linker,
@@ -56,8 +53,8 @@ struct Daemon {
     /// Why another reconcile is needed once the running one ends.
     rescan: Option<String>,
     /// Files a reconcile found changed within the settle time, for the settle tracker.
-    defer_tx: Sender<PendingKey>,
-    defer_rx: Receiver<PendingKey>,
+    defer_tx: Sender<crate::linker::Deferred>,
+    defer_rx: Receiver<crate::linker::Deferred>,
     progress: Progress,
 }
 
@@ -408,23 +405,27 @@ impl Daemon {
             // Gone from under its name: nothing to wait for (and no memory kept for it).
             // Most deletions concern nothing pending: no key is built for them.
             if !self.settle.is_empty() {
-                let key: PendingKey = (Arc::clone(&self.hosts.get(host).name), name.into());
-                self.settle.forget(&key);
+                self.settle.forget(self.hosts.get(host).id, name);
             }
             return;
         }
         if self.rules.skip(name).is_some() {
             return;
         }
-        let key: PendingKey = (Arc::clone(&self.hosts.get(host).name), name.into());
+        let id = self.hosts.get(host).id;
         if ev.mask & libc::FAN_MOVED_TO != 0 {
             // A rename into a final name: complete now.
-            self.settle.forget(&key);
-            self.submit(host, key.1, Trigger::Renamed);
+            self.settle.forget(id, name);
+            self.submit(host, name.into(), Trigger::Renamed);
         } else {
             // Created, written, closed or chmodded under its final name: wait until quiet.
-            let state = self.hosts.file_state(host, name);
-            self.settle.touch(key, now, state);
+            // Events merge (a create and a delete of one name can arrive as one): what is
+            // there now decides. Not a regular file now: nothing to wait for; if it
+            // becomes one, that raises another event.
+            match self.hosts.file_state(host, name) {
+                Some(state) => self.settle.touch(id, name, now, Some(state)),
+                None => self.settle.forget(id, name),
+            }
         }
     }
 
@@ -441,11 +442,11 @@ impl Daemon {
     /// Files whose settle time is over and that did not change: fan them out.
     fn finish_settled(&mut self) {
         let hosts = Arc::clone(&self.hosts);
-        let done = self.settle.due(Instant::now(), |(host, name)| {
-            hosts.file_state(hosts.position(host)?, name)
+        let done = self.settle.due(Instant::now(), |host, name| {
+            hosts.file_state(hosts.find(host)?, name)
         });
         for (host, name) in done {
-            if let Some(i) = self.hosts.position(&host) {
+            if let Some(i) = self.hosts.find(host) {
                 self.submit(i, name, Trigger::Settled);
             }
         }
@@ -735,9 +736,9 @@ impl Daemon {
         while let Ok((host, name)) = self.defer_rx.try_recv() {
             let state = self
                 .hosts
-                .position(&host)
+                .find(host)
                 .and_then(|i| self.hosts.file_state(i, &name));
-            self.settle.touch((host, name), now, state);
+            self.settle.touch(host, &name, now, state);
         }
     }
 }

@@ -17,12 +17,72 @@ use nix::sys::stat::{fstat, fstatat};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// A host's identity for the life of the process: the same name always gets the same
+/// id, across reloads and a directory vanishing and coming back. Pending files, deferred
+/// files and outcomes name their host by it; a [`HostSet`] maps it to the open directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostId(u32);
+
+/// Every host name seen by this process, by id.
+static HOST_NAMES: Mutex<Vec<Arc<str>>> = Mutex::new(Vec::new());
+
+impl HostId {
+    /// The id of host `name`, given on first use.
+    pub fn of(name: &str) -> HostId {
+        let mut names = HOST_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        match names.iter().position(|n| **n == *name) {
+            Some(i) => HostId(i as u32),
+            None => {
+                names.push(Arc::from(name));
+                HostId((names.len() - 1) as u32)
+            }
+        }
+    }
+
+    /// The number behind the id (a tag in [`crate::names::NameTable`]).
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The id behind a number from [`HostId::raw`].
+    pub const fn from_raw(raw: u32) -> HostId {
+        HostId(raw)
+    }
+}
+
+/// Hosts of one [`HostSet`], a bit per position in the set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostMask(u64);
+
+impl HostMask {
+    pub fn with(self, i: usize) -> HostMask {
+        HostMask(self.0 | 1 << i)
+    }
+
+    pub fn has(self, i: usize) -> bool {
+        i < 64 && self.0 & (1 << i) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn count(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Positions in the set, in order.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |&i| self.has(i))
+    }
+}
 
 /// One opened host directory.
 #[derive(Debug)]
 pub struct Host {
-    /// Shared, so a pending file can name its host without an allocation per event.
+    pub id: HostId,
     pub name: Arc<str>,
     pub path: PathBuf,
     /// `O_PATH | O_DIRECTORY` descriptor: every link, stat and open goes through it.
@@ -226,6 +286,7 @@ pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), OpenError> {
         )),
     })?;
     let host = Host {
+        id: HostId::of(&h.name),
         name: Arc::from(h.name.as_str()),
         path: h.path.clone(),
         dir,
@@ -339,6 +400,11 @@ impl HostSet {
     /// directory). The set keeps both even when every directory is gone.
     pub fn fits(&self, dev: u64, mount_id: i32) -> bool {
         dev == self.dev && mount_id == self.mount_id
+    }
+
+    /// The position of host `id` in the set, if it is there.
+    pub fn find(&self, id: HostId) -> Option<usize> {
+        self.hosts.iter().position(|h| h.id == id)
     }
 
     /// The index of host `name`, if it is in the set.

@@ -57,6 +57,7 @@ pub mod glob;
 pub mod hosts;
 pub mod linker;
 pub mod logging;
+pub mod names;
 pub mod notify;
 pub mod privs;
 pub mod reconcile;

@@ -72,8 +72,8 @@ impl Job {
     }
 }
 
-/// A file handed back to the settle tracker: host name and file name.
-pub type Deferred = (Arc<str>, Box<[u8]>);
+/// A file handed back to the settle tracker.
+pub type Deferred = crate::completion::Key;
 
 /// Progress and totals of one reconcile, shared by the workers doing its jobs.
 #[derive(Debug)]
@@ -311,7 +311,7 @@ pub fn fan_out(job: &Job) -> Outcome {
         out.deferred = true;
         match &scan.defer {
             Some(tx) => {
-                let _ = tx.send((Arc::clone(&src.name), job.name.clone()));
+                let _ = tx.send((src.id, job.name.clone()));
             }
             None => println!(
                 "skipped {}/{name}: changed in the last {:?}, may still be written",

@@ -74,7 +74,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let after = Arc::new(ScanTally::new(config.settle, None, report));
     let submit = linker.sender();
     for (host, name) in &settled {
-        if let Some(src) = hosts.position(host) {
+        if let Some(src) = hosts.find(*host) {
             after.submitted.fetch_add(1, Ordering::Relaxed);
             let _ = submit.send(Job {
                 hosts: Arc::clone(&hosts),
@@ -114,6 +114,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     if !still_changing.is_empty() {
         let mut list = String::new();
         for (host, name) in &still_changing {
+            let host = hosts.find(*host).map_or("?", |i| &*hosts.get(i).name);
             list.push_str(&format!("\n  {host}/{}", Name(name)));
         }
         return Err(Error::Incomplete(format!(
@@ -132,12 +133,12 @@ fn wait_until_quiet(
     files: Vec<Deferred>,
     settle: Duration,
 ) -> (Vec<Deferred>, Vec<Deferred>) {
-    let stat = |(host, name): &Deferred| hosts.file_state(hosts.position(host)?, name);
-    let mut tracker = Settle::new(settle);
+    let stat = |host, name: &[u8]| hosts.file_state(hosts.find(host)?, name);
     let start = Instant::now();
-    for key in files {
-        let state = stat(&key);
-        tracker.touch(key, start, state);
+    let mut tracker = Settle::starting(settle, start);
+    for (host, name) in files {
+        let state = stat(host, &name);
+        tracker.touch(host, &name, start, state);
     }
     let give_up = start + settle * WAIT_PERIODS;
     let mut quiet = Vec::new();
