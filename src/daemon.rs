@@ -1,25 +1,30 @@
 //! `distlink run`: start-up sequence and the event loop.
 //!
-//! One thread (this one) owns the fanotify descriptor. It turns events into completed
-//! files and hands them, as owned [`Job`]s, to the linker pool; control requests arrive
-//! as [`Control`] values from the signal descriptor it polls beside fanotify.
+//! One thread (this one) owns the fanotify descriptor. Each event is classified
+//! ([`classify`]), a completed file goes to the worker pool as an owned [`Job`], and
+//! the pool's [`Outcome`]s come back here to be logged and counted ([`report`]); control
+//! requests arrive as [`Control`] values from the signal descriptor polled beside them.
 
-use crate::completion::{NameRules, Settle};
+use crate::classify::{Action, Parents, Routing, classify};
+use crate::completion::{Key, NameRules, Settle};
 use crate::config::Config;
 use crate::control::{Control, Signals};
 use crate::display::Name;
 use crate::error::Error;
 use crate::event;
 use crate::hosts::{HostSet, open_host};
-use crate::linker::{Counters, Job, Linker, Report, ScanTally, Trigger};
+use crate::link::{Candidate, Outcome, Trigger};
 use crate::notify::notify;
+use crate::pool::{Job, Pool, Reply};
+use crate::reconcile::{Request, Summary};
+use crate::report::{Counters, Style, report};
 use crate::status::{StatusFile, TextFile};
 use crate::watch::Watch;
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -33,14 +38,17 @@ const READ_BUF: usize = 256 * 1024;
 struct Daemon {
     config: Config,
     hosts: Arc<HostSet>,
-    /// Parent directories of the host directories (by event key), to see a host
-    /// directory vanish and come back: configuration indexes of the hosts below each.
-    parents: HashMap<Box<[u8]>, Vec<usize>>,
+    /// Parent directories of the host directories, to see a host directory vanish and
+    /// come back.
+    parents: Parents,
     rules: NameRules,
     settle: Settle,
     watch: Watch,
     signals: Signals,
-    linker: Linker,
+    pool: Pool,
+    /// Outcomes of live fan-outs, and the eventfd that wakes the loop for them.
+    outcomes: (Sender<Outcome>, Receiver<Outcome>),
+    wake: Arc<EventFd>,
     counters: Arc<Counters>,
     pid: i32,
     /// Opened at start-up; a reload's new paths apply after a restart.
@@ -53,16 +61,15 @@ struct Daemon {
     /// Why another reconcile is needed once the running one ends.
     rescan: Option<String>,
     /// Files a reconcile found changed within the settle time, for the settle tracker.
-    defer_tx: Sender<crate::linker::Deferred>,
-    defer_rx: Receiver<crate::linker::Deferred>,
+    defer_tx: Sender<Key>,
+    defer_rx: Receiver<Key>,
     progress: Progress,
 }
 
 /// A reconcile in progress.
 struct Reconcile {
     cancel: Arc<AtomicBool>,
-    tally: Arc<ScanTally>,
-    thread: std::thread::JoinHandle<String>,
+    thread: std::thread::JoinHandle<Summary>,
 }
 
 /// What the status file reports beyond the counters.
@@ -174,11 +181,12 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             .unwrap_or_default()
     );
 
-    // 6. Only now the linker threads: they need no privilege beyond linking, and they
+    // 6. Only now the worker threads: they need no privilege beyond linking, and they
     //    start with the signal mask from step 3 and the capabilities from step 5.
-    let counters = Arc::new(Counters::default());
-    let linker = Linker::start(config.workers, Arc::clone(&counters))
-        .map_err(|e| Error::setup("starting linker threads", e))?;
+    let pool =
+        Pool::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
+    let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+        .map_err(|e| Error::setup("creating an eventfd", e))?;
 
     let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
     let mut daemon = Daemon {
@@ -197,8 +205,10 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         hosts,
         watch,
         signals,
-        linker,
-        counters,
+        pool,
+        outcomes: crossbeam_channel::unbounded(),
+        wake: Arc::new(wake),
+        counters: Arc::new(Counters::default()),
         pid: std::process::id() as i32,
         status_file,
         textfile,
@@ -222,13 +232,22 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     }
     daemon.write_status("stopping");
     let Daemon {
-        linker,
+        pool,
         counters,
         status_file,
+        outcomes: (outcomes_tx, outcomes_rx),
         ..
     } = daemon;
-    // Shutdown: the sender is dropped, the workers finish every queued job, then exit.
-    linker.shutdown();
+    // Shutdown: the sender is dropped, the workers finish every queued job, then exit;
+    // their outcomes are reported here.
+    drop(outcomes_tx);
+    if pool.shutdown() > 0 {
+        log::error!("a linker thread panicked");
+    }
+    for o in outcomes_rx.try_iter() {
+        report(&o, Style::Log);
+        counters.add(&o);
+    }
     if let Ok(text) = status_file.read() {
         let _ = status_file.write(&text.replace("state=stopping", "state=stopped"));
     }
@@ -288,21 +307,25 @@ impl Daemon {
             }
             let deadline = Some(deadline);
             let timeout = poll_timeout(deadline);
+            let wake = Arc::clone(&self.wake);
             let mut fds = [
                 PollFd::new(self.watch.fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(Error::setup("poll", e)),
+                Err(e) => return Err(Error::runtime("poll", e)),
             }
             self.drain_events(&mut buf)?;
+            let _ = self.wake.read();
+            self.take_outcomes();
             for control in self.signals.drain() {
                 match control {
                     Control::Shutdown(sig) => {
                         log::info!(
                             "{sig}: finishing {} queued fan-outs, then exiting",
-                            self.linker.backlog()
+                            self.pool.backlog()
                         );
                         return Ok(());
                     }
@@ -337,7 +360,7 @@ impl Daemon {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::setup("reading fanotify events", e)),
+                Err(e) => return Err(Error::runtime("reading fanotify events", e)),
             };
             let now = Instant::now();
             for item in event::parse(&buf[..n]) {
@@ -359,72 +382,47 @@ impl Daemon {
     }
 
     fn handle(&mut self, ev: &event::Event<'_>, now: Instant) {
-        if ev.mask & libc::FAN_Q_OVERFLOW != 0 {
-            self.overflows += 1;
-            let limit = match self.watch.limit {
-                Some(n) => format!("the queue limit, fs.fanotify.max_queued_events = {n}, was hit"),
-                None => "the kernel dropped events".to_owned(),
-            };
-            log::warn!(
-                "fanotify queue overflowed ({limit}); events were lost, rescanning ({} overflows so far)",
-                self.overflows
-            );
-            self.request_reconcile("queue overflow");
-            return;
-        }
-        // Our own links raise FAN_CREATE in the other hosts: not news.
-        if ev.pid == self.pid {
-            return;
-        }
-        let Some(rec) = ev.dir_entry() else { return };
-        if ev.mask & libc::FAN_ONDIR != 0 {
-            if let (Some(list), Some(name)) = (self.parents.get(rec.key), rec.name) {
-                let hits: Vec<usize> = list
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        self.config.hosts[i]
-                            .path
-                            .file_name()
-                            .is_some_and(|b| b.as_bytes() == name)
-                    })
-                    .collect();
-                for i in hits {
+        let routing = Routing {
+            own_pid: self.pid,
+            hosts: self.hosts.by_key(),
+            parents: &self.parents,
+            rules: &self.rules,
+        };
+        match classify(ev, &routing) {
+            Action::Ignore => {}
+            Action::Overflow => {
+                self.overflows += 1;
+                let limit = match self.watch.limit {
+                    Some(n) => {
+                        format!("the queue limit, fs.fanotify.max_queued_events = {n}, was hit")
+                    }
+                    None => "the kernel dropped events".to_owned(),
+                };
+                log::warn!(
+                    "fanotify queue overflowed ({limit}); events were lost, rescanning ({} overflows so far)",
+                    self.overflows
+                );
+                self.request_reconcile("queue overflow");
+            }
+            Action::HostDirs(list) => {
+                for i in list {
                     self.host_dir_changed(i);
                 }
             }
-            return;
-        }
-        let Some(host) = self.hosts.lookup(rec.key) else {
-            return;
-        };
-        let Some(name) = rec.name else { return };
-        if ev.mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0
-            && ev.mask & !(libc::FAN_DELETE | libc::FAN_MOVED_FROM) == 0
-        {
-            // Gone from under its name: nothing to wait for (and no memory kept for it).
-            // Most deletions concern nothing pending: no key is built for them.
-            if !self.settle.is_empty() {
+            Action::Gone { host, name } => self.settle.forget(self.hosts.get(host).id, name),
+            Action::Complete { host, name } => {
                 self.settle.forget(self.hosts.get(host).id, name);
+                self.submit(host, name.into(), Trigger::Renamed);
             }
-            return;
-        }
-        if self.rules.skip(name).is_some() {
-            return;
-        }
-        let id = self.hosts.get(host).id;
-        if ev.mask & libc::FAN_MOVED_TO != 0 {
-            // A rename into a final name: complete now.
-            self.settle.forget(id, name);
-            self.submit(host, name.into(), Trigger::Renamed);
-        } else {
-            // Created, written, closed or chmodded under its final name: wait until quiet.
-            // Events merge (a create and a delete of one name can arrive as one): what is
-            // there now decides. Not a regular file now: nothing to wait for; if it
-            // becomes one, that raises another event.
-            match self.hosts.file_state(host, name) {
-                Some(state) => self.settle.touch(id, name, now, Some(state)),
-                None => self.settle.forget(id, name),
+            Action::Changed { host, name } => {
+                // Events merge (a create and a delete of one name can arrive as one): what
+                // is there now decides. Not a regular file now: nothing to wait for; if
+                // it becomes one, that raises another event.
+                let id = self.hosts.get(host).id;
+                match self.hosts.file_state(host, name) {
+                    Some(state) => self.settle.touch(id, name, now, Some(state)),
+                    None => self.settle.forget(id, name),
+                }
             }
         }
     }
@@ -435,8 +433,26 @@ impl Daemon {
             self.hosts.get(src).name,
             Name(&name)
         );
-        self.linker
-            .submit(Job::live(Arc::clone(&self.hosts), src, name, trigger));
+        self.pool.submit(Job {
+            candidate: Candidate {
+                hosts: Arc::clone(&self.hosts),
+                src,
+                name,
+                trigger,
+                present: Default::default(),
+                settle: None,
+                dry_run: false,
+            },
+            reply: Reply::waking(self.outcomes.0.clone(), Arc::clone(&self.wake)),
+        });
+    }
+
+    /// Logs and counts what the workers did with live fan-outs.
+    fn take_outcomes(&mut self) {
+        for o in self.outcomes.1.try_iter() {
+            report(&o, Style::Log);
+            self.counters.add(&o);
+        }
     }
 
     /// Files whose settle time is over and that did not change: fan them out.
@@ -610,41 +626,34 @@ impl Daemon {
             self.rescan.get_or_insert_with(|| why.to_owned());
             return;
         }
-        let tally = Arc::new(ScanTally::new(
-            self.config.settle,
-            Some(self.defer_tx.clone()),
-            Report::Log,
-        ));
         let cancel = Arc::new(AtomicBool::new(false));
-        let (hosts, rules, submit, label) = (
-            Arc::clone(&self.hosts),
-            self.rules.clone(),
-            self.linker.sender(),
-            why.to_owned(),
+        let request = Request {
+            label: why.to_owned(),
+            hosts: Arc::clone(&self.hosts),
+            rules: self.rules.clone(),
+            settle: self.config.settle,
+            dry_run: false,
+        };
+        let (jobs, flag, counters, defer) = (
+            self.pool.sender(),
+            Arc::clone(&cancel),
+            Arc::clone(&self.counters),
+            self.defer_tx.clone(),
         );
-        let flag = Arc::clone(&cancel);
-        let thread_tally = Arc::clone(&tally);
         let spawned = std::thread::Builder::new()
             .name("reconcile".into())
             .spawn(move || {
-                crate::reconcile::run(
-                    &label,
-                    hosts,
-                    &rules,
-                    &submit,
-                    &thread_tally,
-                    &flag,
-                    &mut |_| {},
-                )
+                crate::reconcile::run(&request, &jobs, &flag, &mut |o| {
+                    report(o, Style::Log);
+                    counters.add(o);
+                    // May still be written: to the event loop's settle tracker.
+                    if o.fan_out().is_some_and(|f| f.deferred) {
+                        let _ = defer.send((o.src, o.name.clone()));
+                    }
+                })
             });
         match spawned {
-            Ok(thread) => {
-                self.reconcile = Some(Reconcile {
-                    cancel,
-                    tally,
-                    thread,
-                })
-            }
+            Ok(thread) => self.reconcile = Some(Reconcile { cancel, thread }),
             Err(e) => log::error!("cannot start a reconcile thread: {e}"),
         }
     }
@@ -662,9 +671,9 @@ impl Daemon {
                         let p = &mut self.progress;
                         p.reconciles += 1;
                         p.last_reconcile = crate::status::now();
-                        p.last_summary = summary;
-                        p.pool_files = r.tally.pool_files.load(Ordering::Relaxed);
-                        p.pool_bytes = r.tally.pool_bytes.load(Ordering::Relaxed);
+                        p.last_summary = summary.to_string();
+                        p.pool_files = summary.pool_files;
+                        p.pool_bytes = summary.pool_bytes;
                         self.write_status("running");
                     }
                     Err(_) => log::error!("the reconcile thread panicked"),

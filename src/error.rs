@@ -1,5 +1,6 @@
-//! Errors that stop distlink from starting. Once running, nothing is fatal: a failed
-//! link is logged and counted (see `linker.rs`).
+//! Errors that stop distlink. Once running, only losing the event loop's own
+//! descriptors is fatal ([`Error::Runtime`]): a failed fan-out is logged and counted
+//! (see `report.rs`).
 
 use crate::config::ConfigError;
 use std::fmt;
@@ -33,6 +34,9 @@ pub enum Error {
     Incomplete(String),
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
+    /// The running event loop lost a descriptor it cannot do without (poll or the
+    /// fanotify read failed). A failed fan-out is never this: it is logged and counted.
+    Runtime { what: String, source: io::Error },
 }
 
 impl Error {
@@ -47,6 +51,13 @@ impl Error {
 
     pub fn setup(what: impl Into<String>, source: impl Into<io::Error>) -> Error {
         Error::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn runtime(what: impl Into<String>, source: impl Into<io::Error>) -> Error {
+        Error::Runtime {
             what: what.into(),
             source: source.into(),
         }
@@ -78,6 +89,7 @@ impl fmt::Display for Error {
                 state_file.display()
             ),
             Error::Setup { what, .. } => write!(f, "{what} failed"),
+            Error::Runtime { what, .. } => write!(f, "while running: {what} failed"),
         }
     }
 }
@@ -89,6 +101,7 @@ impl std::error::Error for Error {
             Error::Config(e) => e.source(),
             Error::Fanotify { source, .. }
             | Error::Setup { source, .. }
+            | Error::Runtime { source, .. }
             | Error::Refused { source, .. }
             | Error::Records { source, .. } => Some(source),
         }

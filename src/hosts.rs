@@ -168,19 +168,21 @@ pub fn dir_key(fd: BorrowedFd<'_>) -> std::io::Result<(Box<[u8]>, i32)> {
     Ok((object_key(fsid, &handle), handle.mount_id))
 }
 
-/// Event keys of the host directories' parents, each with the configuration indexes of
-/// the hosts below it: how a host directory is seen to vanish and come back.
-pub fn parent_keys(config: &Config) -> HashMap<Box<[u8]>, Vec<usize>> {
-    let mut map: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+/// Event keys of the host directories' parents, each with the hosts below it
+/// (configuration index and directory name): how a host directory is seen to vanish and
+/// come back.
+pub fn parent_keys(config: &Config) -> crate::classify::Parents {
+    use std::os::unix::ffi::OsStrExt;
+    let mut map = crate::classify::Parents::new();
     for (i, h) in config.hosts.iter().enumerate() {
-        let Some(parent) = h.path.parent() else {
+        let (Some(parent), Some(dir)) = (h.path.parent(), h.path.file_name()) else {
             continue;
         };
         match open_dir(parent)
             .ok()
             .and_then(|fd| dir_key(fd.as_fd()).ok())
         {
-            Some((key, _)) => map.entry(key).or_default().push(i),
+            Some((key, _)) => map.entry(key).or_default().push((i, dir.as_bytes().into())),
             None => log::warn!(
                 "host {}: cannot watch {} for the directory vanishing",
                 h.name,
@@ -414,6 +416,11 @@ impl HostSet {
 
     pub fn contains(&self, name: &str) -> bool {
         self.position(name).is_some()
+    }
+
+    /// Positions in the set by event key (for [`crate::classify`]).
+    pub fn by_key(&self) -> &HashMap<Box<[u8]>, usize> {
+        &self.by_key
     }
 
     /// The host whose directory has this event key.

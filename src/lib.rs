@@ -44,7 +44,9 @@
 //!   changed in place, and sharing inodes between hosts' checkouts would let one host's
 //!   `git gc` rewrite another's.
 
+pub mod census;
 pub mod check;
+pub mod classify;
 pub mod cli;
 pub mod completion;
 pub mod config;
@@ -55,13 +57,17 @@ pub mod error;
 pub mod event;
 pub mod glob;
 pub mod hosts;
-pub mod linker;
+pub mod link;
 pub mod logging;
 pub mod names;
 pub mod notify;
+pub mod plan;
+pub mod pool;
 pub mod privs;
 pub mod reconcile;
 pub mod record;
+pub mod report;
+pub mod scan;
 pub mod status;
 pub mod sync;
 pub mod sys;

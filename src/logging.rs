@@ -124,7 +124,7 @@ struct Burst {
 static BURSTS: Mutex<Vec<Burst>> = Mutex::new(Vec::new());
 
 /// The module whose lines are per file: a client controls how many there are.
-const PER_FILE: &str = "distlink::linker";
+const PER_FILE: &str = "distlink::report";
 
 /// Whether a per-file line may be shown now; counts it for its kind's summary if not.
 fn admit(record: &Record<'_>) -> bool {

@@ -2,184 +2,197 @@
 //!
 //! Used at start-up (downloads completed while distlink was down), after a fanotify
 //! queue overflow (events lost), when a host is added or its directory reappears, and by
-//! `distlink sync`. It reads every host directory once, groups the entries by name, and
-//! queues one job per name for the linker pool, with the hosts already holding that very
-//! inode as a hint. The workers apply the same rules as for live events: the record on
-//! the inode decides which hosts lack the file on purpose, and a file changed within the
-//! settle time goes through the settle rule instead of being linked at once.
+//! `distlink sync`. It reads every host directory once into a [`Census`], then queues one
+//! fan-out per name on the worker pool, with the hosts already holding that very inode
+//! as a hint, and hands each outcome to the caller. The workers apply the same rules as
+//! for live events: the record on the inode decides which hosts lack the file on
+//! purpose, and a file changed within the settle time is handed back (its outcome says
+//! `deferred`) to go through the settle rule instead of being linked at once.
+//!
+//! At most [`IN_FLIGHT`] fan-outs are queued at a time, so memory follows the census,
+//! not the number of jobs; the reconcile is done when every job's reply sender has
+//! been dropped.
 
+use crate::census::Census;
 use crate::completion::NameRules;
 use crate::hosts::HostSet;
-use crate::linker::{Job, ScanTally, Trigger};
+use crate::link::{Candidate, Outcome, Trigger};
+use crate::pool::{Job, Reply};
 use crossbeam_channel::Sender;
-use nix::dir::{Dir, Type};
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag, fstatat};
-use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the scan knows about one name.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    /// First host (in configuration order) holding a regular file under the name.
-    src: u8,
-    /// Its inode.
-    ino: u64,
-    /// Hosts holding that same inode under the name (bit per host index).
-    present: u64,
+/// Fan-outs queued at once by one reconcile.
+pub const IN_FLIGHT: usize = 1024;
+
+/// What one reconcile is asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Why (start-up, queue overflow, …), for the log.
+    pub label: String,
+    pub hosts: Arc<HostSet>,
+    pub rules: NameRules,
+    /// A file changed less than this long ago may still be written.
+    pub settle: Duration,
+    pub dry_run: bool,
 }
 
-/// Reads every host directory; returns the entries by name and how many were read.
-fn scan(hosts: &HostSet, rules: &NameRules) -> (HashMap<Box<[u8]>, Entry>, u64) {
-    let mut names: HashMap<Box<[u8]>, Entry> = HashMap::new();
-    let mut read = 0u64;
-    for (i, host) in hosts.iter().enumerate() {
-        let dir = match Dir::openat(
-            host.dir.as_fd(),
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!(
-                    "reconcile: cannot read {} ({}): {e}",
-                    host.path.display(),
-                    host.name
-                );
-                continue;
-            }
-        };
-        for entry in dir.into_iter() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    log::error!(
-                        "reconcile: reading {} ({}): {e}",
-                        host.path.display(),
-                        host.name
-                    );
-                    break;
-                }
-            };
-            read += 1;
-            let name = entry.file_name().to_bytes();
-            if rules.skip(name).is_some() {
-                continue;
-            }
-            let regular = match entry.file_type() {
-                Some(Type::File) => true,
-                Some(_) => false,
-                None => {
-                    fstatat(host.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
-                    })
-                }
-            };
-            if !regular {
-                continue;
-            }
-            let ino = entry.ino();
-            match names.get_mut(name) {
-                Some(e) => {
-                    if e.ino == ino {
-                        e.present |= 1 << i;
-                    }
-                }
-                None => {
-                    names.insert(
-                        name.into(),
-                        Entry {
-                            src: i as u8,
-                            ino,
-                            present: 1 << i,
-                        },
-                    );
-                }
-            }
+/// The totals of one reconcile.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub names: u64,
+    pub checked: u64,
+    pub files: u64,
+    pub links: u64,
+    pub conflicts: u64,
+    pub errors: u64,
+    pub deferred: u64,
+    /// Distinct files and their bytes seen: the pool's size.
+    pub pool_files: u64,
+    pub pool_bytes: u64,
+    pub took: Duration,
+}
+
+impl Summary {
+    /// Adds the outcome of one name checked.
+    pub fn add(&mut self, o: &Outcome) {
+        self.checked += 1;
+        if let Some(f) = o.fan_out() {
+            self.pool_files += 1;
+            self.pool_bytes += f.size;
+            self.deferred += u64::from(f.deferred);
         }
+        self.add_links(o);
     }
-    (names, read)
+
+    /// Adds what a fan-out linked and failed (for a deferred file's second attempt).
+    pub fn add_links(&mut self, o: &Outcome) {
+        self.links += o.links();
+        self.files += u64::from(o.links() > 0);
+        self.errors += o.errors();
+        self.conflicts += o.fan_out().map_or(0, |f| f.conflicts.len() as u64);
+    }
 }
 
-/// Runs one reconcile: scans, queues a job per name on `submit`, waits until the workers
-/// have done them all (or `cancel` is set), logging progress every few seconds and the
-/// totals at the end. `progress` is called about five times a second while waiting.
+impl std::fmt::Display for Summary {
+    /// `done in 1.2s: 100 names checked, 40 files linked (200 links), 0 conflicts, …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {:.2}s: {} names checked, {} files linked ({} links), {} conflicts, {} errors, {} deferred to settle",
+            if self.checked >= self.names {
+                "done"
+            } else {
+                "cancelled"
+            },
+            self.took.as_secs_f64(),
+            self.names,
+            self.files,
+            self.links,
+            self.conflicts,
+            self.errors,
+            self.deferred,
+        )
+    }
+}
+
+/// Runs one reconcile: scans, queues the fan-outs on `jobs` (stopping early when
+/// `cancel` is set), hands every outcome to `on_outcome`, and logs progress every few
+/// seconds and the totals at the end.
 pub fn run(
-    label: &str,
-    hosts: Arc<HostSet>,
-    rules: &NameRules,
-    submit: &Sender<Job>,
-    tally: &Arc<ScanTally>,
+    req: &Request,
+    jobs: &Sender<Job>,
     cancel: &AtomicBool,
-    progress: &mut dyn FnMut(&ScanTally),
-) -> String {
+    on_outcome: &mut dyn FnMut(&Outcome),
+) -> Summary {
     let started = Instant::now();
+    let label = &req.label;
     log::info!(
         "reconcile ({label}): scanning {} host directories",
-        hosts.len()
+        req.hosts.len()
     );
-    let (names, read) = scan(&hosts, rules);
-    let total = names.len() as u64;
-    log::info!("reconcile ({label}): {read} entries read, {total} names to check");
-    for (name, e) in names {
-        if cancel.load(Ordering::Relaxed) {
-            break;
-        }
-        tally.submitted.fetch_add(1, Ordering::Relaxed);
-        let job = Job {
-            hosts: Arc::clone(&hosts),
-            src: usize::from(e.src),
-            name,
-            trigger: Trigger::Scan,
-            present: e.present,
-            scan: Some(Arc::clone(tally)),
-        };
-        if submit.send(job).is_err() {
-            break;
-        }
+    let (census, unreadable) = crate::scan::scan(&req.hosts, &req.rules);
+    for u in unreadable {
+        log::error!(
+            "reconcile: cannot read {} ({}): {}",
+            u.path.display(),
+            u.host,
+            u.error
+        );
     }
+    let mut summary = Summary {
+        names: census.len() as u64,
+        ..Summary::default()
+    };
+    log::info!(
+        "reconcile ({label}): {} entries read, {} names to check",
+        census.entries,
+        summary.names
+    );
     let mut last_log = Instant::now();
-    loop {
-        let done = tally.done.load(Ordering::Acquire);
-        let submitted = tally.submitted.load(Ordering::Relaxed);
-        if done >= submitted || cancel.load(Ordering::Relaxed) {
-            break;
-        }
+    fan_out_all(req, &census, jobs, cancel, &mut |o| {
+        summary.add(o);
+        on_outcome(o);
         if last_log.elapsed() >= Duration::from_secs(5) {
             last_log = Instant::now();
             log::info!(
-                "reconcile ({label}): {done}/{total} names checked, {} links made",
-                tally.links.load(Ordering::Relaxed)
+                "reconcile ({label}): {}/{} names checked, {} links made",
+                summary.checked,
+                summary.names,
+                summary.links
             );
         }
-        progress(tally);
-        // Waiting on the workers; they do the real work.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    progress(tally);
-    let line = summary(tally, total, started.elapsed());
-    log::info!("reconcile ({label}) {line}");
-    line
+    });
+    summary.took = started.elapsed();
+    log::info!("reconcile ({label}) {summary}");
+    summary
 }
 
-/// `done in 1.2s: 100 names, 40 files linked (200 links), 0 conflicts, 0 errors, 3 deferred`.
-pub fn summary(tally: &ScanTally, names: u64, took: Duration) -> String {
-    format!(
-        "{} in {:.2}s: {names} names checked, {} files linked ({} links), {} conflicts, {} errors, {} deferred to settle",
-        if tally.done.load(Ordering::Acquire) >= tally.submitted.load(Ordering::Relaxed) {
-            "done"
-        } else {
-            "cancelled"
-        },
-        took.as_secs_f64(),
-        tally.files.load(Ordering::Relaxed),
-        tally.links.load(Ordering::Relaxed),
-        tally.conflicts.load(Ordering::Relaxed),
-        tally.errors.load(Ordering::Relaxed),
-        tally.deferred.load(Ordering::Relaxed),
-    )
+/// Queues a fan-out per census name, at most [`IN_FLIGHT`] at a time, and hands each
+/// outcome to `on_outcome` until every job has replied.
+fn fan_out_all(
+    req: &Request,
+    census: &Census,
+    jobs: &Sender<Job>,
+    cancel: &AtomicBool,
+    on_outcome: &mut dyn FnMut(&Outcome),
+) {
+    let (tx, rx) = crossbeam_channel::unbounded::<Outcome>();
+    let mut in_flight = 0usize;
+    for (name, holding) in census.iter() {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        while in_flight >= IN_FLIGHT {
+            match rx.recv() {
+                Ok(o) => {
+                    in_flight -= 1;
+                    on_outcome(&o);
+                }
+                Err(_) => return,
+            }
+        }
+        let job = Job {
+            candidate: Candidate {
+                hosts: Arc::clone(&req.hosts),
+                src: usize::from(holding.src),
+                name: name.into(),
+                trigger: Trigger::Scan,
+                present: holding.present,
+                settle: Some(req.settle),
+                dry_run: req.dry_run,
+            },
+            reply: Reply::to(tx.clone()),
+        };
+        if jobs.send(job).is_err() {
+            break;
+        }
+        in_flight += 1;
+    }
+    // Done when every job has replied and dropped its sender.
+    drop(tx);
+    for o in rx {
+        on_outcome(&o);
+    }
 }

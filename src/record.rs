@@ -84,6 +84,32 @@ impl Record {
     pub fn has(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h == host)
     }
+
+    /// The merge rule: the record to write after inode `ino`, under `name`, was fanned
+    /// out and `holders` now hold it. Every host of `prev` stays named (one lacking the
+    /// name deleted it on purpose, and must stay that way); `prev` counts only if it
+    /// [describes](Record::describes) this inode and name. `None`: `prev` already says it
+    /// all, nothing to write.
+    pub fn after<'h>(
+        prev: Option<&Record>,
+        ino: u64,
+        name: &[u8],
+        holders: impl IntoIterator<Item = &'h str>,
+    ) -> Option<Record> {
+        let prev = prev.filter(|r| r.describes(ino, name));
+        let mut hosts: Vec<String> = prev.map(|r| r.hosts.clone()).unwrap_or_default();
+        let before = hosts.len();
+        for h in holders {
+            if !hosts.iter().any(|n| n == h) {
+                hosts.push(h.to_owned());
+            }
+        }
+        (prev.is_none() || hosts.len() != before).then(|| Record {
+            ino,
+            name: name.to_vec(),
+            hosts,
+        })
+    }
 }
 
 fn proc_path(fd: BorrowedFd<'_>) -> CString {
@@ -139,6 +165,33 @@ mod tests {
             hosts: vec![],
         };
         assert_eq!(Record::decode(&empty.encode()), Some(empty));
+    }
+
+    #[test]
+    fn merge_keeps_deletions_and_adds_holders() {
+        let prev = Record {
+            ino: 7,
+            name: b"foo".to_vec(),
+            hosts: vec!["server".into(), "host1".into(), "host2".into()],
+        };
+        // host2 deleted it; host3 is new and got it: host2 stays named.
+        let next = Record::after(Some(&prev), 7, b"foo", ["server", "host3"]).unwrap();
+        assert_eq!(next.hosts, ["server", "host1", "host2", "host3"]);
+        // Nothing new: nothing to write.
+        assert_eq!(Record::after(Some(&prev), 7, b"foo", ["host1"]), None);
+        // A record about another inode or name counts as none.
+        let other = Record::after(Some(&prev), 8, b"foo", ["host1"]).unwrap();
+        assert_eq!(other.hosts, ["host1"]);
+        let renamed = Record::after(Some(&prev), 7, b"bar", ["host1"]).unwrap();
+        assert_eq!(
+            (renamed.name.as_slice(), renamed.hosts.len()),
+            (&b"bar"[..], 1)
+        );
+        // No record yet: always written, even with the source alone.
+        assert_eq!(
+            Record::after(None, 7, b"foo", ["server"]).unwrap().hosts,
+            ["server"]
+        );
     }
 
     #[test]

@@ -8,17 +8,19 @@
 //! One still changing after [`WAIT_PERIODS`] settle periods is left alone and listed,
 //! and sync exits with [`EXIT_INCOMPLETE`].
 
-use crate::completion::NameRules;
-use crate::completion::Settle;
+use crate::completion::{Key, NameRules, Settle};
 use crate::config::Config;
 use crate::display::Name;
 use crate::error::Error;
-use crate::hosts::HostSet;
-use crate::linker::{Counters, Deferred, Job, Linker, Report, ScanTally, Trigger};
+use crate::hosts::{HostMask, HostSet};
+use crate::link::{Candidate, Trigger};
+use crate::pool::{Job, Pool, Reply};
+use crate::reconcile::Request;
+use crate::report::{Style, report};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// How many settle periods sync waits for files that are still changing.
@@ -29,78 +31,72 @@ pub const EXIT_INCOMPLETE: i32 = 75;
 
 /// Links what a running daemon would have linked (or, with `dry_run`, prints it).
 /// Files that may still be written are watched until quiet first (see the module doc).
-/// Returns the totals line.
+/// Every line is printed here, from this thread. Returns the totals line.
 pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let config = Config::load(config_path)?;
     let hosts = Arc::new(HostSet::open(&config)?);
     hosts.check_records()?;
-    let counters = Arc::new(Counters::default());
-    let linker = Linker::start(config.workers, Arc::clone(&counters))
-        .map_err(|e| Error::setup("starting linker threads", e))?;
-    let report = if dry_run {
-        Report::DryRun
-    } else {
-        Report::Print
-    };
-    let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
-    let tally = Arc::new(ScanTally::new(config.settle, Some(defer_tx), report));
+    let pool =
+        Pool::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut last = Instant::now();
-    let mut progress = |t: &ScanTally| {
-        if terminal && last.elapsed().as_millis() >= 200 {
-            last = Instant::now();
-            let _ = write!(
-                std::io::stderr(),
-                "\r{}/{} names checked",
-                t.done.load(Ordering::Acquire),
-                t.submitted.load(Ordering::Relaxed)
-            );
-        }
+    let mut waiting: Vec<Key> = Vec::new();
+    let request = Request {
+        label: "sync".into(),
+        hosts: Arc::clone(&hosts),
+        rules: NameRules::new(config.ignore.clone()),
+        settle: config.settle,
+        dry_run,
     };
-    let _ = crate::reconcile::run(
-        "sync",
-        Arc::clone(&hosts),
-        &NameRules::new(config.ignore.clone()),
-        &linker.sender(),
-        &tally,
+    let mut checked = 0u64;
+    let mut summary = crate::reconcile::run(
+        &request,
+        &pool.sender(),
         &AtomicBool::new(false),
-        &mut progress,
+        &mut |o| {
+            report(o, Style::Print);
+            if o.fan_out().is_some_and(|f| f.deferred) {
+                waiting.push((o.src, o.name.clone()));
+            }
+            checked += 1;
+            if terminal && last.elapsed().as_millis() >= 200 {
+                last = Instant::now();
+                let _ = write!(std::io::stderr(), "\r{checked} names checked");
+            }
+        },
     );
     // Files that may still be written: watched until quiet, then linked like the rest.
-    let waiting: Vec<Deferred> = defer_rx.try_iter().collect();
     let (settled, still_changing) = wait_until_quiet(&hosts, waiting, config.settle);
-    // Trigger::Settled: the settle rule passed them, so they are not deferred again.
-    let after = Arc::new(ScanTally::new(config.settle, None, report));
-    let submit = linker.sender();
+    // Trigger::Settled and no settle time: the settle rule passed them.
+    let (tx, rx) = crossbeam_channel::unbounded();
     for (host, name) in &settled {
         if let Some(src) = hosts.find(*host) {
-            after.submitted.fetch_add(1, Ordering::Relaxed);
-            let _ = submit.send(Job {
-                hosts: Arc::clone(&hosts),
-                src,
-                name: name.clone(),
-                trigger: Trigger::Settled,
-                present: 0,
-                scan: Some(Arc::clone(&after)),
+            pool.submit(Job {
+                candidate: Candidate {
+                    hosts: Arc::clone(&hosts),
+                    src,
+                    name: name.clone(),
+                    trigger: Trigger::Settled,
+                    present: HostMask::default(),
+                    settle: None,
+                    dry_run,
+                },
+                reply: Reply::to(tx.clone()),
             });
         }
     }
-    drop(submit);
-    // Every queued job is done when the workers have exited.
-    linker.shutdown();
+    drop(tx);
+    for o in rx {
+        report(&o, Style::Print);
+        summary.add_links(&o);
+    }
+    pool.shutdown();
     if terminal {
         let _ = writeln!(std::io::stderr());
     }
-    let names = tally.submitted.load(Ordering::Relaxed);
-    let add = |a: &std::sync::atomic::AtomicU64, b: &std::sync::atomic::AtomicU64| {
-        a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
-    };
-    add(&tally.files, &after.files);
-    add(&tally.links, &after.links);
-    add(&tally.conflicts, &after.conflicts);
-    add(&tally.errors, &after.errors);
-    let mut line = crate::reconcile::summary(&tally, names, started.elapsed());
+    summary.took = started.elapsed();
+    let mut line = summary.to_string();
     if !settled.is_empty() {
         line.push_str(&format!(
             "; {} waited for until quiet for {:?}",
@@ -128,11 +124,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
 /// Watches `files` until each has been unchanged for `settle` (monotonic clock), at most
 /// [`WAIT_PERIODS`] periods. Returns (quiet, still changing); files gone meanwhile are
 /// in neither.
-fn wait_until_quiet(
-    hosts: &HostSet,
-    files: Vec<Deferred>,
-    settle: Duration,
-) -> (Vec<Deferred>, Vec<Deferred>) {
+fn wait_until_quiet(hosts: &HostSet, files: Vec<Key>, settle: Duration) -> (Vec<Key>, Vec<Key>) {
     let stat = |host, name: &[u8]| hosts.file_state(hosts.find(host)?, name);
     let start = Instant::now();
     let mut tracker = Settle::starting(settle, start);

@@ -1,0 +1,309 @@
+//! Carrying out one fan-out: the system calls, and what happened as an [`Outcome`]
+//! value. Nothing here logs or prints; the caller reports (see `report.rs`).
+//!
+//! The file is re-checked when it is acted on (events are hints): the name is opened with
+//! `O_PATH | O_NOFOLLOW`, what it got must be a plain regular file, and then *that inode*
+//! is linked with `linkat(fd, "", dir, name, AT_EMPTY_PATH)`. A client replacing the name
+//! with a symlink between the check and the link cannot redirect anything, and no path is
+//! ever resolved outside a host directory descriptor. A name already present in a host
+//! is never replaced. Which hosts get a link is decided by [`crate::plan`].
+
+use crate::hosts::{HostId, HostMask, HostSet};
+use crate::plan::{Seen, Step};
+use crate::record::Record;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What made a file a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Renamed into its final name.
+    Renamed,
+    /// Written under its final name and quiet for the settle time.
+    Settled,
+    /// Found by a reconcile (start-up, overflow, host added, `distlink sync`).
+    Scan,
+}
+
+impl Trigger {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Trigger::Renamed => "renamed",
+            Trigger::Settled => "settled",
+            Trigger::Scan => "reconcile",
+        }
+    }
+}
+
+/// One completed file to fan out. Owned: the worker needs nothing from the thread that
+/// made it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub hosts: Arc<HostSet>,
+    /// Position of the source host in `hosts`.
+    pub src: usize,
+    pub name: Box<[u8]>,
+    pub trigger: Trigger,
+    /// Hosts a directory scan saw holding this very inode: no need to try them.
+    pub present: HostMask,
+    /// `Some(settle)` for a file found by a scan: if its inode changed less than this
+    /// long ago, it may still be written, and it is handed back instead of linked.
+    pub settle: Option<Duration>,
+    /// Look and plan, link nothing (`distlink sync --dry-run`).
+    pub dry_run: bool,
+}
+
+/// Why a candidate was not linked at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotLinked {
+    Gone,
+    /// Opening or inspecting it failed for another reason than its absence (EMFILE,
+    /// EACCES, EIO, ...): an error, counted as one.
+    Failed(Errno),
+    NotRegular(&'static str),
+    SetId,
+}
+
+/// What happened to one host's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkResult {
+    Linked,
+    AlreadyThere,
+    Conflict,
+    Failed(Errno),
+}
+
+/// What one fan-out did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub src: HostId,
+    pub src_name: Arc<str>,
+    pub name: Box<[u8]>,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    pub result: Result<FanOut, NotLinked>,
+}
+
+/// What a fan-out of a regular file did.
+#[derive(Debug, Default)]
+pub struct FanOut {
+    /// The file's size (for the pool's size).
+    pub size: u64,
+    /// It changed too recently (see [`Candidate::settle`]): handed back, not linked.
+    pub deferred: bool,
+    /// Hosts that got a link (a dry run: would get one).
+    pub linked: Vec<Arc<str>>,
+    /// Hosts holding another file under the name.
+    pub conflicts: Vec<Arc<str>>,
+    /// Hosts where the link failed.
+    pub failed: Vec<(Arc<str>, Errno)>,
+    /// Hosts named in the record that lack the name (a dry run looks).
+    pub deleted: Vec<Arc<str>>,
+    /// The source was deleted while being linked: nothing more was done.
+    pub vanished: bool,
+    /// The record could not be read (every host not seen holding it got a link).
+    pub record_unreadable: Option<String>,
+    /// The record could not be written.
+    pub record_unwritable: Option<String>,
+}
+
+impl Outcome {
+    pub fn fan_out(&self) -> Option<&FanOut> {
+        self.result.as_ref().ok()
+    }
+
+    /// Link attempts and record writes that failed, and a failed open.
+    pub fn errors(&self) -> u64 {
+        match &self.result {
+            Err(NotLinked::Failed(_)) => 1,
+            Err(_) => 0,
+            Ok(f) => f.failed.len() as u64 + u64::from(f.record_unwritable.is_some()),
+        }
+    }
+
+    /// Links made (none in a dry run).
+    pub fn links(&self) -> u64 {
+        match &self.result {
+            Ok(f) if !self.dry_run => f.linked.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+fn kind(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFLNK => "a symlink",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFCHR | SFlag::S_IFBLK => "a device",
+        SFlag::S_IFREG => "a regular file",
+        _ => "an unknown file type",
+    }
+}
+
+/// Opens `name` in host `src` without following anything and checks it may be linked.
+pub fn open_candidate(
+    hosts: &HostSet,
+    src: usize,
+    name: &[u8],
+) -> Result<(OwnedFd, FileStat), NotLinked> {
+    let dir = hosts.get(src).dir.as_fd();
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::ENOENT => NotLinked::Gone,
+        e => NotLinked::Failed(e),
+    })?;
+    let st = fstat(&fd).map_err(NotLinked::Failed)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(NotLinked::NotRegular(kind(&st)));
+    }
+    if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        return Err(NotLinked::SetId);
+    }
+    if st.st_nlink == 0 {
+        return Err(NotLinked::Gone);
+    }
+    Ok((fd, st))
+}
+
+/// Links the inode behind `file` as `name` into host `dst`.
+pub fn link_one(
+    hosts: &HostSet,
+    file: &OwnedFd,
+    st: &FileStat,
+    dst: usize,
+    name: &[u8],
+) -> LinkResult {
+    let dir = hosts.get(dst).dir.as_fd();
+    match nix::unistd::linkat(file.as_fd(), c"", dir, name, AtFlags::AT_EMPTY_PATH) {
+        Ok(()) => LinkResult::Linked,
+        Err(Errno::EEXIST) => match look(hosts, dst, name, st) {
+            Seen::Same => LinkResult::AlreadyThere,
+            // Removed between linkat and fstatat: someone is busy with that name; leave it.
+            _ => LinkResult::Conflict,
+        },
+        Err(e) => LinkResult::Failed(e),
+    }
+}
+
+/// What host `dst` holds under `name`, compared with the file `st`.
+pub fn look(hosts: &HostSet, dst: usize, name: &[u8], st: &FileStat) -> Seen {
+    match fstatat(
+        hosts.get(dst).dir.as_fd(),
+        name,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(there) if there.st_dev == st.st_dev && there.st_ino == st.st_ino => Seen::Same,
+        Ok(_) => Seen::Other,
+        Err(Errno::ENOENT) => Seen::Absent,
+        Err(_) => Seen::Other,
+    }
+}
+
+/// Whether the inode changed less than `settle` ago (ctime cannot be set by a client). A
+/// ctime in the future (the clock was set back) gives no age: it counts as recent, and
+/// the caller's settle tracker, on the monotonic clock, decides.
+fn changed_recently(st: &FileStat, settle: Duration) -> bool {
+    let ctime = UNIX_EPOCH
+        + Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    SystemTime::now()
+        .duration_since(ctime)
+        .map_or(true, |age| age < settle)
+}
+
+/// Fans one completed file out: open and check it, read its record, plan, link, write
+/// the record (gather → decide → act). Returns what happened.
+pub fn fan_out(c: &Candidate) -> Outcome {
+    let hosts = &c.hosts;
+    let src = hosts.get(c.src);
+    let result =
+        open_candidate(hosts, c.src, &c.name).map(|(file, st)| fan_out_file(c, &file, &st));
+    Outcome {
+        src: src.id,
+        src_name: Arc::clone(&src.name),
+        name: c.name.clone(),
+        trigger: c.trigger,
+        dry_run: c.dry_run,
+        result,
+    }
+}
+
+fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
+    let hosts = &c.hosts;
+    let mut out = FanOut {
+        size: st.st_size.max(0) as u64,
+        ..FanOut::default()
+    };
+    if c.settle.is_some_and(|settle| changed_recently(st, settle)) {
+        out.deferred = true;
+        return out;
+    }
+    // Gather: the record, and (a dry run, or what a scan saw) what the hosts hold.
+    let record = match crate::record::read(file.as_fd()) {
+        Ok(Some(r)) if r.describes(st.st_ino, &c.name) => Some(r),
+        Ok(_) => None,
+        Err(e) => {
+            out.record_unreadable = Some(e.to_string());
+            None
+        }
+    };
+    let seen: Vec<Seen> = (0..hosts.len())
+        .map(|i| {
+            if c.present.has(i) {
+                Seen::Same
+            } else if c.dry_run && i != c.src {
+                look(hosts, i, &c.name, st)
+            } else {
+                Seen::Unknown
+            }
+        })
+        .collect();
+    // Decide.
+    let names: Vec<&str> = hosts.iter().map(|h| &*h.name).collect();
+    let plan = crate::plan::plan(c.src, &names, record.as_ref(), &seen);
+    // Act.
+    let mut holders: Vec<&str> = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let host = &hosts.get(i).name;
+        match step {
+            Step::Source | Step::Holds => holders.push(host),
+            Step::Deleted => out.deleted.push(Arc::clone(host)),
+            Step::Recorded => {}
+            Step::Conflict => out.conflicts.push(Arc::clone(host)),
+            Step::Link if c.dry_run => out.linked.push(Arc::clone(host)),
+            Step::Link => match link_one(hosts, file, st, i, &c.name) {
+                LinkResult::Linked => {
+                    out.linked.push(Arc::clone(host));
+                    holders.push(host);
+                }
+                LinkResult::AlreadyThere => holders.push(host),
+                LinkResult::Conflict => out.conflicts.push(Arc::clone(host)),
+                LinkResult::Failed(Errno::ENOENT) if fstat(file).is_ok_and(|s| s.st_nlink == 0) => {
+                    out.vanished = true;
+                    return out;
+                }
+                LinkResult::Failed(e) => out.failed.push((Arc::clone(host), e)),
+            },
+        }
+    }
+    if !c.dry_run
+        && let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, holders)
+        && let Err(e) = crate::record::write(file.as_fd(), &next)
+    {
+        out.record_unwritable = Some(e.to_string());
+    }
+    out
+}

@@ -1,0 +1,152 @@
+//! Reporting fan-outs: the log lines (and `distlink sync`'s stdout lines) for an
+//! [`Outcome`], and the counters it adds to. Called by whoever asked for the fan-out (the
+//! event loop, a reconcile, `sync`), never by the worker that did it.
+//!
+//! Every log statement here is a per-file line: `logging.rs` limits each to a burst per
+//! second and summarises the rest, since a client decides how many files there are.
+
+use crate::display::Name;
+use crate::link::{NotLinked, Outcome};
+use nix::errno::Errno;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where the line saying what was linked goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// The daemon: the log.
+    Log,
+    /// `distlink sync`: stdout (`linked …`, or `would link …` in a dry run); problems
+    /// still go to the log.
+    Print,
+}
+
+fn hint(e: Errno) -> &'static str {
+    match e {
+        Errno::EMLINK => " (the file has as many links as the filesystem allows)",
+        Errno::ENOSPC | Errno::EDQUOT => " (no room for another directory entry)",
+        Errno::EPERM | Errno::EACCES => {
+            " (fs.protected_hardlinks needs CAP_FOWNER for files of other users)"
+        }
+        Errno::EXDEV => " (host directories must be on one filesystem, reached through one mount)",
+        Errno::ENOENT => " (the host directory is gone)",
+        Errno::EROFS => " (the filesystem is read-only)",
+        Errno::EMFILE | Errno::ENFILE => {
+            " (too many open files: raise LimitNOFILE= or the open-file limit)"
+        }
+        _ => "",
+    }
+}
+
+/// Logs (and, in [`Style::Print`], prints) what one fan-out did.
+pub fn report(o: &Outcome, style: Style) {
+    let src = &o.src_name;
+    let name = Name(&o.name);
+    let f = match &o.result {
+        Ok(f) => f,
+        Err(NotLinked::Gone) => {
+            log::debug!("{src}/{name}: gone before it could be linked");
+            return;
+        }
+        Err(NotLinked::NotRegular(what)) => {
+            log::info!("{src}/{name}: not linked: {what}, only regular files are");
+            return;
+        }
+        Err(NotLinked::SetId) => {
+            log::warn!("{src}/{name}: not linked: setuid/setgid file");
+            return;
+        }
+        Err(NotLinked::Failed(e)) => {
+            log::error!(
+                "{src}/{name}: cannot open it to link it: {e:?}: {}{}",
+                e.desc(),
+                hint(*e)
+            );
+            return;
+        }
+    };
+    if f.deferred {
+        log::debug!("{src}/{name}: changed within the settle time; waiting until it is quiet");
+        return;
+    }
+    if let Some(e) = &f.record_unreadable {
+        log::warn!("{src}/{name}: cannot read its record ({e}); linking into every host");
+    }
+    for dst in &f.conflicts {
+        log::warn!(
+            host = &**dst, file:% = name;
+            "conflict: {dst}/{name} is another file than {src}/{name}; left alone"
+        );
+    }
+    for (dst, e) in &f.failed {
+        log::error!(
+            host = &**dst, file:% = name;
+            "failed to link {src}/{name} -> {dst}/{name}: {e}: {}{}",
+            e.desc(),
+            hint(*e)
+        );
+    }
+    if f.vanished {
+        log::debug!("{src}/{name}: deleted while being linked");
+        return;
+    }
+    if !f.linked.is_empty() {
+        let list = f.linked.join(", ");
+        match (style, o.dry_run) {
+            (Style::Log, _) => log::info!(
+                target: crate::logging::FANOUT,
+                host = &**src, file:% = name;
+                "{src}/{name} ({}): linked into {list}",
+                o.trigger.describe()
+            ),
+            (Style::Print, false) => println!("linked {src}/{name} -> {list}"),
+            (Style::Print, true) => println!("would link {src}/{name} -> {list}"),
+        }
+    }
+    if let Some(e) = &f.record_unwritable {
+        log::error!("{src}/{name}: cannot record the fan-out (user.distlink): {e}");
+    }
+}
+
+/// Counters since start (metrics: shared with the status writer).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Files fanned out (at least one link made).
+    pub files: AtomicU64,
+    /// Links made.
+    pub links: AtomicU64,
+    /// Names that held another file (left alone).
+    pub conflicts: AtomicU64,
+    /// Link attempts, record writes and opens that failed.
+    pub errors: AtomicU64,
+    /// Candidates not linked (not a regular file, setuid, vanished).
+    pub skipped: AtomicU64,
+    /// Files found changing by a scan and handed to the settle rule.
+    pub deferred: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one outcome.
+    pub fn add(&self, o: &Outcome) {
+        let add = |c: &AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        let links = o.links();
+        add(&self.links, links);
+        add(&self.files, u64::from(links > 0));
+        add(&self.errors, o.errors());
+        match &o.result {
+            Err(NotLinked::Failed(_)) => {}
+            Err(_) => add(&self.skipped, 1),
+            Ok(f) => {
+                add(&self.conflicts, f.conflicts.len() as u64);
+                add(&self.deferred, u64::from(f.deferred));
+            }
+        }
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
