@@ -174,11 +174,24 @@ fn every_kind_of_config_error_has_its_message() {
     let bad_user = s.config(&format!(
         "hosts:\n  a: {a}\n  b: {b}\nuser: no-such-user-here\n"
     ));
+    // An unknown user is the configuration's fault: EX_CONFIG, with the line.
     let (code, text) = check(&bad_user);
-    assert_eq!(code, 1, "{text}");
+    assert_eq!(code, 78, "{text}");
     assert!(
-        text.contains("no user \"no-such-user-here\" on this system"),
+        text.contains(":4:7: user \"no-such-user-here\": no such user on this system"),
         "{text}"
+    );
+    let good = s.config(&format!("hosts:\n  a: {a}\n  b: {b}\n"));
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--user", "no-such-user-here", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--user: user \"no-such-user-here\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // `run` refuses the same way, before READY=1.

@@ -44,7 +44,7 @@ pub struct Config {
     /// Ask for a fanotify queue without the kernel's `max_queued_events` limit.
     pub unlimited_queue: bool,
     /// Link as this user (e.g. `portage`) instead of root with a reduced capability set.
-    pub user: Option<String>,
+    pub user: Option<crate::privs::RunAs>,
     /// Where the daemon writes its status for `distlink status`.
     pub state_file: PathBuf,
     /// Optional Prometheus node-exporter textfile with the same counters.
@@ -169,7 +169,7 @@ struct Raw {
     settle: Option<Spanned<RawDuration>>,
     ignore: Option<Vec<Spanned<String>>>,
     unlimited_queue: Option<bool>,
-    user: Option<String>,
+    user: Option<Spanned<String>>,
     state_file: Option<Spanned<String>>,
     prometheus_textfile: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
@@ -484,6 +484,15 @@ impl Config {
             }
             None => None,
         };
+        let user = raw
+            .user
+            .and_then(|u| match crate::privs::RunAs::lookup(&u.value) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    problems.push(Problem::new(Some(Location::of(&u)), why));
+                    None
+                }
+            });
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -497,7 +506,7 @@ impl Config {
             settle,
             ignore,
             unlimited_queue: raw.unlimited_queue.unwrap_or(true),
-            user: raw.user,
+            user,
             state_file,
             prometheus_textfile,
             log_level,
@@ -722,11 +731,24 @@ mod key_tests {
         let base = "hosts:\n  a: /d/a\n  b: /d/b\n";
         let c = Config::parse(
             Path::new("c"),
-            &format!("{base}log_level: debug\nuser: portage\n"),
+            &format!("{base}log_level: debug\nuser: root\n"),
         )
         .unwrap();
         assert_eq!(c.log_level.as_deref(), Some("debug"));
-        assert_eq!(c.user.as_deref(), Some("portage"));
+        assert_eq!(c.user.map(|u| u.uid.as_raw()), Some(0));
+        // An unknown user is the configuration's fault, with its line.
+        let Err(e) = Config::parse(
+            Path::new("c"),
+            &format!("{base}user: no-such-user-distlink\n"),
+        ) else {
+            panic!("accepted an unknown user");
+        };
+        assert!(
+            e.to_string().ends_with(
+                "\n  c:4:7: user \"no-such-user-distlink\": no such user on this system"
+            ),
+            "{e}"
+        );
         assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
         let text =
             format!("{base}log_level: loud\nstate_file: run/status\nprometheus_textfile: x.prom\n");

@@ -7,7 +7,7 @@
 
 use crate::classify::{Action, Parents, Routing, classify};
 use crate::completion::{Key, NameRules, Settle};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::control::{Control, Signals};
 use crate::display::Name;
 use crate::error::Error;
@@ -96,7 +96,11 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     //    is started, and the directories stay open as descriptors from here on.
     let mut config = Config::load(config_path)?;
     if let Some(u) = user {
-        config.user = Some(u.to_owned());
+        let run_as = crate::privs::RunAs::lookup(u).map_err(|why| ConfigError::Invalid {
+            path: config.source.clone(),
+            problems: vec![crate::config::Problem::new(None, format!("--user: {why}"))],
+        })?;
+        config.user = Some(run_as);
     }
     let hosts = Arc::new(HostSet::open(&config)?);
     hosts.check_records()?;
@@ -104,13 +108,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     // 2. The status file, opened as root (the daemon keeps writing it whatever user it
     //    becomes) and locked: a second daemon on the same configuration stops here,
     //    naming the first.
-    let uid = match &config.user {
-        Some(u) => nix::unistd::User::from_name(u)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw()),
-        None => None,
-    };
+    let uid = config.user.as_ref().map(|u| u.uid.as_raw());
     crate::status::prepare_dir(&config.state_file).map_err(|e| {
         Error::setup(
             format!("creating the directory of {}", config.state_file.display()),
@@ -169,7 +167,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     // 5. Drop every privilege linking does not need (see privs.rs), before any other
     //    thread exists: capabilities are per thread and inherited. The logging thread
     //    starts right after, with what is left.
-    let kept = crate::privs::drop_privileges(config.user.as_deref())?;
+    let kept = crate::privs::drop_privileges(config.user.as_ref())?;
     crate::logging::start_writer();
     log::info!(
         "privileges dropped: capabilities kept: {}; no_new_privs set{}",
@@ -177,7 +175,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         config
             .user
             .as_ref()
-            .map(|u| format!("; linking as user {u}"))
+            .map(|u| format!("; linking as user {}", u.name))
             .unwrap_or_default()
     );
 

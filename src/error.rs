@@ -32,6 +32,11 @@ pub enum Error {
     },
     /// `distlink sync` left files undone (they kept changing); the text lists them.
     Incomplete(String),
+    /// Dropping capabilities failed (the `caps` crate's error, kept as it is).
+    Capabilities {
+        what: &'static str,
+        source: caps::errors::CapsError,
+    },
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
     /// The running event loop lost a descriptor it cannot do without (poll or the
@@ -89,6 +94,7 @@ impl fmt::Display for Error {
                 state_file.display()
             ),
             Error::Setup { what, .. } => write!(f, "{what} failed"),
+            Error::Capabilities { what, .. } => write!(f, "{what} failed"),
             Error::Runtime { what, .. } => write!(f, "while running: {what} failed"),
         }
     }
@@ -98,6 +104,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::AlreadyRunning { .. } | Error::Incomplete(_) => None,
+            Error::Capabilities { source, .. } => Some(source),
             Error::Config(e) => e.source(),
             Error::Fanotify { source, .. }
             | Error::Setup { source, .. }

@@ -32,8 +32,8 @@ pub fn describe(set: &CapsHashSet) -> String {
     }
 }
 
-fn cap_err(what: &str, e: caps::errors::CapsError) -> Error {
-    Error::setup(what.to_owned(), std::io::Error::other(e.to_string()))
+fn cap_err(what: &'static str, source: caps::errors::CapsError) -> Error {
+    Error::Capabilities { what, source }
 }
 
 /// Drops every capability of the calling thread (effective, permitted, inheritable,
@@ -56,10 +56,34 @@ pub fn drop_all_in_this_thread() {
     let _ = nix::sys::prctl::set_no_new_privs();
 }
 
+/// The user linking runs as (`user:` or `run --user`), looked up once when the
+/// configuration is read: an unknown name is a configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: nix::unistd::Uid,
+    pub gid: nix::unistd::Gid,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        match User::from_name(name) {
+            Ok(Some(u)) => Ok(RunAs {
+                name: name.to_owned(),
+                uid: u.uid,
+                gid: u.gid,
+            }),
+            Ok(None) => Err(format!("user {name:?}: no such user on this system")),
+            Err(e) => Err(format!("user {name:?}: cannot look it up: {e}")),
+        }
+    }
+}
+
 /// Drops to the capabilities linking needs, optionally as `user`. Call once, from the
 /// thread that will spawn every other (capabilities are per thread and inherited).
 /// Returns the set kept.
-pub fn drop_privileges(user: Option<&str>) -> Result<CapsHashSet, Error> {
+pub fn drop_privileges(user: Option<&RunAs>) -> Result<CapsHashSet, Error> {
     let mut keep: CapsHashSet = [Capability::CAP_FOWNER, Capability::CAP_DAC_READ_SEARCH]
         .into_iter()
         .collect();
@@ -73,15 +97,7 @@ pub fn drop_privileges(user: Option<&str>) -> Result<CapsHashSet, Error> {
                 .map_err(|e| cap_err("dropping capabilities from the bounding set", e))?;
         }
     }
-    if let Some(name) = user {
-        let u = User::from_name(name)
-            .map_err(|e| Error::setup(format!("looking up user {name}"), e))?
-            .ok_or_else(|| {
-                Error::setup(
-                    format!("user {name}"),
-                    std::io::Error::other("no such user"),
-                )
-            })?;
+    if let Some(u) = user {
         nix::sys::prctl::set_keepcaps(true).map_err(|e| Error::setup("PR_SET_KEEPCAPS", e))?;
         nix::unistd::setgroups(&[u.gid]).map_err(|e| Error::setup("setgroups", e))?;
         nix::unistd::setresgid(u.gid, u.gid, u.gid).map_err(|e| Error::setup("setresgid", e))?;
