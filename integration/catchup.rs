@@ -123,7 +123,7 @@ fn overflow_is_followed_by_a_rescan() {
 }
 
 fn watch_limit_path() -> &'static str {
-    distlink::watch::MAX_QUEUED_EVENTS
+    distlink::fanotify::MAX_QUEUED_EVENTS
 }
 
 /// A tiny deterministic PRNG (xorshift), so a failure can be replayed from its seed.

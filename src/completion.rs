@@ -1,12 +1,43 @@
-//! When is a download finished? The pure rules, with no system calls in them.
+//! When is a download finished? The rules, written once here (the README points here),
+//! and the pure code that applies them.
 //!
-//! * [`NameRules`]: names that are never linked (Portage's temporaries, hidden names,
-//!   NFS silly-renames, configured patterns).
-//! * [`Settle`]: a file written under its final name counts as complete once its size
-//!   and mtime have not changed for the settle time. A rename into a final name is
-//!   complete at once and does not go through here.
+//! distlink asks for `FAN_CREATE`, `FAN_MODIFY`, `FAN_CLOSE_WRITE`, `FAN_ATTRIB` and
+//! `FAN_MOVED_TO` (plus `FAN_DELETE`, `FAN_MOVED_FROM` and `FAN_ONDIR`, to see host
+//! directories vanish and come back) with a filesystem mark, in FID mode with directory
+//! handle and name (`FAN_REPORT_DFID_NAME`). A host directory is recognised by its fsid and
+//! file handle, read at start-up with `name_to_handle_at`; events elsewhere on the
+//! filesystem, in subdirectories, on directories, and events caused by distlink itself are
+//! dropped.
 //!
-//! See the README's "How completion is detected" for the event sequences behind this.
+//! - **Rename into a final name → complete at once.** Portage writes `F.__download__`
+//!   (wget), closes it, checks it, and renames it to `F`:
+//!   `CREATE F.__download__ · MODIFY… · CLOSE_WRITE F.__download__ · MOVED_TO F`.
+//!   Only the `MOVED_TO` counts; `CLOSE_WRITE` on a `.__download__` never means
+//!   "complete" (an interrupted download is closed and later resumed with `wget -c`).
+//! - **Written under its final name → complete once quiet.** `CREATE F · MODIFY… ·
+//!   CLOSE_WRITE F` (or, over NFS, maybe no close at all: the server may keep the file
+//!   open). Every event restarts a `settle` timer and records size and mtime; when the
+//!   timer runs out the file is looked at again, and it is complete only if size, mtime
+//!   and inode are unchanged. So a close is a hint, never required.
+//! - **Never linked**: Portage's temporaries (`*.__download__`,
+//!   `*._checksum_failure_.*`, `.__portage_test_write__`), every hidden name (rsync's
+//!   `.NAME.XXXXXX`, `.nfs*`, lock files, `.layout.conf.*`, `.mirror-cache.json`),
+//!   configured `ignore` patterns, anything that is not a regular file (symlink, FIFO,
+//!   device, directory) and setuid/setgid files.
+//! - **When acting, the file is checked again.** A worker opens the name with
+//!   `O_PATH|O_NOFOLLOW`, checks that it is a regular file, and links that very inode
+//!   with `linkat(fd, "", dir, name, AT_EMPTY_PATH)`.
+//! - **A name already there is never replaced.** Same inode: nothing to do. Another file:
+//!   a logged conflict, left alone (Portage unlinks a bad name and a host mid-download
+//!   renames its own copy over it). Deletions never propagate. Work is idempotent: the
+//!   same file may be reported many times.
+//!
+//! In this module, with no system calls: [`NameRules`] (names never linked),
+//! [`Settle`] (the quiet period of files written under their final name, for the event
+//! loop and `distlink sync`), [`may_still_be_written`] (a file found by a scan that
+//! changed within the settle time goes through [`Settle`] too). Events are sorted into
+//! renames, writes and deletions by [`crate::classify`]; the re-check when acting is in
+//! [`crate::link`]; over NFS, see the README's "Over NFS".
 
 use crate::glob::Glob;
 use crate::hosts::HostId;
@@ -15,7 +46,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why a name is never linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +113,16 @@ impl NameRules {
     }
 }
 
+/// Whether a file whose inode last changed at `ctime` (seconds, nanoseconds) may still
+/// be written at `now`: changed less than `settle` ago. ctime cannot be set by a client.
+/// A ctime in the future (the clock was set back since) gives no age: it counts as
+/// recent, and the caller's settle tracker, on the monotonic clock, decides.
+pub fn may_still_be_written(ctime: (i64, i64), now: SystemTime, settle: Duration) -> bool {
+    let ctime =
+        UNIX_EPOCH + Duration::new(ctime.0.max(0) as u64, ctime.1.clamp(0, 999_999_999) as u32);
+    now.duration_since(ctime).map_or(true, |age| age < settle)
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -130,10 +171,10 @@ pub type Key = (HostId, Box<[u8]>);
 /// Time and file state are passed in, so the rule is tested without a clock or a
 /// filesystem. Memory follows the files pending, not the events seen (a client may
 /// create and delete names without end): each file is one key in a [`NameTable`], one
-/// [`Slot`] and at most one queue entry (16 bytes) - about 100 bytes with a 20-byte name.
+/// 24-byte slot and at most one queue entry (16 bytes): about 80 bytes with a 20-byte name.
 /// A file touched again only moves its deadline; its queue entry, when it comes up,
 /// is put back at the new deadline. Forgotten files leave their queue entry and bytes
-/// until [`Settle::compact`] rebuilds the tracker from the live files.
+/// until the tracker is rebuilt from the live files (when they hold more than those do).
 pub struct Settle {
     settle: Duration,
     epoch: Instant,
@@ -396,6 +437,19 @@ mod tests {
         assert_eq!(r.skip(b"with space 'quote' \"dq\"\nnewline"), None);
         assert_eq!(r.skip(b"\xff\xfe"), None);
         assert_eq!(r.skip(b"foo.__download__.tar"), None);
+    }
+
+    #[test]
+    fn scanned_files_changed_within_settle_may_still_be_written() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s10 = Duration::from_secs(10);
+        assert!(may_still_be_written((999_995, 0), now, s10));
+        assert!(!may_still_be_written((999_990, 0), now, s10));
+        // The clock was set back: a ctime in the future says nothing.
+        assert!(may_still_be_written((2_000_000, 0), now, s10));
+        // Nonsense from a filesystem: clamped, not a panic.
+        assert!(!may_still_be_written((-5, -1), now, s10));
+        assert!(may_still_be_written((999_999, 5_000_000_000), now, s10));
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => crate::EXIT_CONFIG,
-            Error::Incomplete(_) => crate::sync::EXIT_INCOMPLETE,
+            Error::Incomplete(_) => crate::cmd::sync::EXIT_INCOMPLETE,
             _ => crate::EXIT_FAILURE,
         }
     }

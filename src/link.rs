@@ -16,7 +16,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// What made a file a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,20 +210,6 @@ pub fn look(hosts: &HostSet, dst: usize, name: &[u8], st: &FileStat) -> Seen {
     }
 }
 
-/// Whether the inode changed less than `settle` ago (ctime cannot be set by a client). A
-/// ctime in the future (the clock was set back) gives no age: it counts as recent, and
-/// the caller's settle tracker, on the monotonic clock, decides.
-fn changed_recently(st: &FileStat, settle: Duration) -> bool {
-    let ctime = UNIX_EPOCH
-        + Duration::new(
-            st.st_ctime.max(0) as u64,
-            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
-        );
-    SystemTime::now()
-        .duration_since(ctime)
-        .map_or(true, |age| age < settle)
-}
-
 /// Fans one completed file out: open and check it, read its record, plan, link, write
 /// the record (gather → decide → act). Returns what happened.
 pub fn fan_out(c: &Candidate) -> Outcome {
@@ -247,7 +233,13 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         size: st.st_size.max(0) as u64,
         ..FanOut::default()
     };
-    if c.settle.is_some_and(|settle| changed_recently(st, settle)) {
+    if c.settle.is_some_and(|settle| {
+        crate::completion::may_still_be_written(
+            (st.st_ctime, st.st_ctime_nsec),
+            SystemTime::now(),
+            settle,
+        )
+    }) {
         out.deferred = true;
         return out;
     }

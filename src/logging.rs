@@ -12,7 +12,7 @@
 //!   (`$JOURNAL_STREAM` names stderr's device and inode, as systemd sets it), else
 //!   `stderr`.
 //!
-//! In every target, each kind of per-file line (every log statement of the linker: a
+//! In every target, each kind of per-file line (every log statement of `report.rs`: a
 //! fan-out, a conflict, a refused FIFO, a failed link) is limited to [`BURST_LINES`] a
 //! second; the rest of a burst is counted and summarised in one line per kind, so
 //! neither `emerge --fetchonly @world` nor a client renaming thousands of FIFOs can
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Fan-out lines logged per second before the rest of a burst is summarised.
 pub const BURST_LINES: u32 = 10;
-/// The log target that marks fan-out lines (see `linker.rs`).
+/// The log target that marks fan-out lines (see `report.rs`).
 pub const FANOUT: &str = "distlink::fanout";
 
 /// `--log-target`.
@@ -104,10 +104,10 @@ static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
 /// The logging thread's queue, for [`flush`].
 static QUEUE: Mutex<Option<crossbeam_channel::Sender<Message>>> = Mutex::new(None);
 
-/// Per-second budget of one kind of per-file line (one log statement of the linker),
+/// Per-second budget of one kind of per-file line (one log statement of `report.rs`),
 /// shared by every target.
 struct Burst {
-    /// The log statement: its line in `linker.rs`, and whether it is the fan-out line.
+    /// The log statement: its line in `report.rs`, and whether it is the fan-out line.
     line: u32,
     fanout: bool,
     level: Level,

@@ -22,9 +22,9 @@ fn main() -> ExitCode {
     // What a command that did its job exits with (`status`: 3 when not running).
     let mut success = ExitCode::SUCCESS;
     let result = match &cli.command {
-        Command::Run { config, user } => distlink::daemon::run(config, user.as_deref()),
+        Command::Run { config, user } => distlink::cmd::run::run(config, user.as_deref()),
         Command::Check { config } => {
-            distlink::check::check(config).map(|summary| print_out(&summary))
+            distlink::cmd::check::check(config).map(|summary| print_out(&summary))
         }
         Command::Generate { what } => {
             match distlink::cli::generate(*what, &mut std::io::stdout()) {
@@ -33,14 +33,16 @@ fn main() -> ExitCode {
                 r => r.map_err(|e| distlink::error::Error::setup("writing to stdout", e)),
             }
         }
-        Command::Status { config } => distlink::status::report(config).map(|(text, running)| {
-            print_out(&text);
-            if !running {
-                success = ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
-            }
-        }),
+        Command::Status { config } => {
+            distlink::cmd::status::report(config).map(|(text, running)| {
+                print_out(&text);
+                if !running {
+                    success = ExitCode::from(distlink::status::EXIT_NOT_RUNNING as u8);
+                }
+            })
+        }
         Command::Sync { config, dry_run } => {
-            distlink::sync::sync(config, *dry_run).map(|summary| print_out(&summary))
+            distlink::cmd::sync::sync(config, *dry_run).map(|summary| print_out(&summary))
         }
     };
     // Every line logged so far reaches its sink before the process ends.

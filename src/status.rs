@@ -14,8 +14,6 @@
 //!   directory's descriptor, then `renameat` over the name. With `user:`, that user must
 //!   be able to write the directory.
 
-use crate::config::Config;
-use crate::error::Error;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::collections::BTreeMap;
@@ -432,109 +430,6 @@ pub fn prepare_dir(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-fn when(t: u64) -> String {
-    if t == 0 {
-        return "never".into();
-    }
-    let ago = now().saturating_sub(t);
-    format!(
-        "{} ({ago}s ago)",
-        crate::logging::utc_timestamp(UNIX_EPOCH + std::time::Duration::from_secs(t))
-    )
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Whether `pid` is a running distlink.
-fn alive(pid: u32) -> bool {
-    pid != 0
-        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim() == "distlink")
-}
-
-/// `distlink status`: the report, and whether the daemon is running.
-pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
-    let config = Config::load(config_path)?;
-    let path = &config.state_file;
-    let text = match read_status(path) {
-        Ok(text) => text,
-        // No status file (after a reboot: /run is empty): simply not running.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let text = format!(
-                "distlink is not running (no status file {}; it has not run since boot)",
-                path.display()
-            );
-            return Ok((text, false));
-        }
-        Err(e) => {
-            return Err(Error::setup(
-                format!("reading the status file {}", path.display()),
-                e,
-            ));
-        }
-    };
-    let s = Snapshot::parse(&text);
-    let running = s.state == "running" && alive(s.pid);
-    let mut out = String::new();
-    if running {
-        let _ = writeln!(
-            out,
-            "distlink is running (pid {}), started {}",
-            s.pid,
-            when(s.started)
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "distlink is not running (last status {}, state {})",
-            when(s.updated),
-            s.state
-        );
-    }
-    let _ = writeln!(out, "configuration: {}", s.config);
-    let _ = writeln!(out, "hosts:");
-    for (name, dir, present) in &s.hosts {
-        let _ = writeln!(
-            out,
-            "  {name}: {dir}{}",
-            if *present {
-                ""
-            } else {
-                "  (directory missing)"
-            }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "pool: {} files, {} (at the last reconcile)",
-        s.pool_files,
-        bytes(s.pool_bytes)
-    );
-    let _ = writeln!(
-        out,
-        "since start: {} files fanned out, {} links made, {} conflicts, {} errors, {} skipped, {} queue overflows",
-        s.files, s.links, s.conflicts, s.errors, s.skipped, s.overflows
-    );
-    let _ = write!(out, "last reconcile: {}", when(s.last_reconcile));
-    if !s.last_reconcile_summary.is_empty() {
-        let _ = write!(out, ": {}", s.last_reconcile_summary);
-    }
-    Ok((out, running))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,11 +466,5 @@ mod tests {
         let p = s.prometheus();
         assert!(p.contains("distlink_links_total 4\n"));
         assert!(p.contains("distlink_host_present{host=\"a\"} 1\n"));
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(bytes(10), "10 B");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }

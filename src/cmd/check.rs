@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fanotify::Watch;
 use crate::hosts::HostSet;
-use crate::watch::Watch;
 use std::path::Path;
 
 /// Everything `run` needs, tried for real: the configuration, the host directories, the

@@ -8,18 +8,18 @@
 use crate::classify::{Action, Parents, Routing, classify};
 use crate::completion::{Key, NameRules, Settle};
 use crate::config::{Config, ConfigError};
-use crate::control::{Control, Signals};
 use crate::display::Name;
 use crate::error::Error;
 use crate::event;
+use crate::fanotify::Watch;
 use crate::hosts::{HostSet, open_host};
 use crate::link::{Candidate, Outcome, Trigger};
-use crate::notify::notify;
 use crate::pool::{Job, Pool, Reply};
 use crate::reconcile::{Request, Summary};
 use crate::report::{Counters, Style, report};
+use crate::sd_notify::notify;
+use crate::signals::{Control, Signals};
 use crate::status::{StatusFile, TextFile};
-use crate::watch::Watch;
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -290,7 +290,7 @@ impl Daemon {
     fn event_loop(&mut self) -> Result<(), Error> {
         let mut buf = vec![0u8; READ_BUF];
         // WatchdogSec=: ping at half the interval, as sd_watchdog_enabled(3) advises.
-        let watchdog = crate::notify::watchdog_interval().map(|d| d / 2);
+        let watchdog = crate::sd_notify::watchdog_interval().map(|d| d / 2);
         let mut pinged = Instant::now();
         loop {
             let mut deadline = Instant::now() + STATUS_EVERY;
@@ -489,7 +489,7 @@ impl Daemon {
                 // mark stays, and directories that come back are checked against it.
                 let hosts = HostSet::open_except(&config, &vanished)?.or_filesystem_of(&self.hosts);
                 // A new filesystem needs a new mark; the old group goes when the new one is in.
-                let watch = if hosts.dev != self.hosts.dev {
+                let watch = if !self.watch.covers(hosts.dev) {
                     Some(Watch::open(&hosts, config.unlimited_queue)?)
                 } else {
                     None

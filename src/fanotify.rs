@@ -28,6 +28,7 @@ pub struct Watch {
     fd: OwnedFd,
     /// `None`: unlimited queue; else the kernel's `max_queued_events` at creation.
     pub limit: Option<u64>,
+    marks: Vec<Mark>,
 }
 
 fn init_hint(e: &io::Error) -> &'static str {
@@ -59,15 +60,42 @@ fn mark_hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// What a mark covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// Every object of the filesystem holding the object (`FAN_MARK_FILESYSTEM`).
+    Filesystem,
+}
+
+/// One mark in place: its kind and the `st_dev` of what it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub kind: MarkKind,
+    pub dev: u64,
+}
+
 impl Watch {
     /// Creates the group and marks the filesystem holding `hosts`. From the moment this
     /// returns, every change on that filesystem is queued for us.
+    pub fn open(hosts: &HostSet, unlimited: bool) -> Result<Watch, Error> {
+        let mut watch = Watch::group(unlimited)?;
+        let Some(dir) = hosts.any_dir() else {
+            return Err(Error::setup(
+                "marking the host directories' filesystem",
+                io::Error::other("no host directory is present"),
+            ));
+        };
+        watch.mark(MarkKind::Filesystem, dir, hosts.dev)?;
+        Ok(watch)
+    }
+
+    /// Creates the group, with no mark yet.
     ///
     /// With `unlimited`, the queue is not bounded by `fs.fanotify.max_queued_events`
     /// (`FAN_UNLIMITED_QUEUE`, needs CAP_SYS_ADMIN): a burst of our own link events or a
     /// busy filesystem cannot overflow it. Where the kernel refuses, the bounded queue is
     /// used and an overflow leads to a rescan.
-    pub fn open(hosts: &HostSet, unlimited: bool) -> Result<Watch, Error> {
+    pub fn group(unlimited: bool) -> Result<Watch, Error> {
         let flags = libc::FAN_CLASS_NOTIF
             | libc::FAN_CLOEXEC
             | libc::FAN_NONBLOCK
@@ -91,25 +119,40 @@ impl Watch {
         } else {
             (init(flags)?, Some(queue_limit()))
         };
-        let Some(dir) = hosts.any_dir() else {
-            return Err(Error::setup(
-                "marking the host directories' filesystem",
-                io::Error::other("no host directory is present"),
-            ));
+        Ok(Watch {
+            fd,
+            limit,
+            marks: Vec::new(),
+        })
+    }
+
+    /// Adds a mark of `kind` on the object `at` (whose `st_dev` is `dev`) for [`MASK`].
+    pub fn mark(&mut self, kind: MarkKind, at: BorrowedFd<'_>, dev: u64) -> Result<(), Error> {
+        let (flag, op) = match kind {
+            MarkKind::Filesystem => (
+                libc::FAN_MARK_FILESYSTEM,
+                "fanotify_mark(FAN_MARK_FILESYSTEM)",
+            ),
         };
-        sys::fanotify_mark(
-            fd.as_fd(),
-            libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
-            MASK,
-            dir,
-            c".",
-        )
-        .map_err(|source| Error::Fanotify {
-            op: "fanotify_mark(FAN_MARK_FILESYSTEM)",
-            hint: mark_hint(&source),
-            source,
-        })?;
-        Ok(Watch { fd, limit })
+        sys::fanotify_mark(self.fd.as_fd(), libc::FAN_MARK_ADD | flag, MASK, at, c".").map_err(
+            |source| Error::Fanotify {
+                op,
+                hint: mark_hint(&source),
+                source,
+            },
+        )?;
+        self.marks.push(Mark { kind, dev });
+        Ok(())
+    }
+
+    /// The marks in place.
+    pub fn marks(&self) -> &[Mark] {
+        &self.marks
+    }
+
+    /// Whether a mark covers the filesystem `dev`.
+    pub fn covers(&self, dev: u64) -> bool {
+        self.marks.iter().any(|m| m.dev == dev)
     }
 
     /// Reads queued events into `buf`; `Ok(0)` when the queue is empty.
