@@ -340,3 +340,36 @@ fn per_file_lines_are_limited_per_kind() {
     assert!(shown < 100, "{shown} FIFO lines:\n{log}");
     assert!(s.daemon.stop().success());
 }
+
+/// Issue 11.5: what downloaders add to Portage's `.__download__` (aria2's control file
+/// is written only every 60 s, so it is quiet longer than `settle`) and aria2's control
+/// file beside a download under its final name are never linked.
+#[test]
+fn downloaders_temporaries_are_never_linked() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("temporaries"), 2, "settle: 200ms\n");
+    assert!(s.daemon.wait_log("reconcile (start-up) done"));
+    let temporaries = [
+        "foo-1.0.tar.gz.__download__.aria2",
+        "foo-1.0.tar.gz.__download__.st",
+        "foo-1.0.tar.gz.__download__.1",
+        "bar-2.0.tar.xz.aria2",
+    ];
+    for t in temporaries {
+        fs::write(s.hosts[0].join(t), b"control").unwrap();
+    }
+    // Written directly after them, so its quiet period ends after theirs: once it is
+    // linked, theirs have been decided.
+    fs::write(s.hosts[0].join("marker.tar.gz"), b"m").unwrap();
+    assert!(
+        wait_linked(&s.hosts, 0, "marker.tar.gz"),
+        "{}",
+        s.daemon.log()
+    );
+    for t in temporaries {
+        assert!(!s.hosts[1].join(t).exists(), "{t} was linked");
+    }
+    assert!(s.daemon.stop().success());
+}

@@ -564,27 +564,18 @@ pub fn check(config: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// Hosts named in the fan-out record (`user.distlink`) of `path`.
-pub fn recorded_hosts(path: &Path) -> Vec<String> {
-    let mut buf = vec![0u8; 8192];
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return Vec::new();
-    };
-    let n = nix_getxattr(&c, &mut buf);
-    match n {
-        Some(n) => buf[..n]
-            .split(|&b| b == 0)
-            .skip(3)
-            .map(|h| String::from_utf8_lossy(h).into_owned())
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
-fn nix_getxattr(path: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
-    distlink::sys::getxattr(path, c"user.distlink", buf)
+/// The fan-out record (`user.distlink`) of the file at `path`, decoded by
+/// [`distlink::record::Record::decode`].
+pub fn record(path: &Path) -> Option<distlink::record::Record> {
+    let file = fs::File::open(path).ok()?;
+    distlink::record::read(std::os::fd::AsFd::as_fd(&file))
         .ok()
         .flatten()
+}
+
+/// Hosts named in the fan-out record of `path`.
+pub fn recorded_hosts(path: &Path) -> Vec<String> {
+    record(path).map(|r| r.hosts).unwrap_or_default()
 }
 
 /// Sets a sysctl for the lifetime of the guard, restoring the old value on drop (also

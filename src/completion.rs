@@ -19,7 +19,8 @@
 //!   open). Every event restarts a `settle` timer and records size and mtime; when the
 //!   timer runs out the file is looked at again, and it is complete only if size, mtime
 //!   and inode are unchanged. So a close is a hint, never required.
-//! - **Never linked**: Portage's temporaries (`*.__download__`,
+//! - **Never linked**: Portage's temporaries (every name containing `.__download__`,
+//!   so also what aria2 and axel add to it; `*.aria2` control files;
 //!   `*._checksum_failure_.*`, `.__portage_test_write__`), every hidden name (rsync's
 //!   `.NAME.XXXXXX`, `.nfs*`, lock files, `.layout.conf.*`, `.mirror-cache.json`),
 //!   configured `ignore` patterns, anything that is not a regular file (symlink, FIFO,
@@ -56,8 +57,13 @@ pub enum Skip {
     /// Starts with a dot: Portage's `.__portage_test_write__`, lock files, rsync's
     /// `.NAME.XXXXXX`, NFS `.nfsXXXX`, `.layout.conf.*`, `.mirror-cache.json`.
     Hidden,
-    /// `NAME.__download__`: a download in progress (Portage/wget).
+    /// Containing `.__download__`: a download in progress. Portage's FETCHCOMMAND
+    /// writes `NAME.__download__`; downloaders add their own suffixes to it (aria2's
+    /// control file `NAME.__download__.aria2`, axel's state file `NAME.__download__.st`).
     Download,
+    /// `NAME.aria2`: aria2's control file, beside a download it writes under its final
+    /// name.
+    ControlFile,
     /// `NAME._checksum_failure_.XXXXXXXX`: a rejected download.
     ChecksumFailure,
     /// Matches a configured `ignore` pattern.
@@ -71,6 +77,7 @@ impl Skip {
             Skip::Invalid => "not a valid file name",
             Skip::Hidden => "hidden name (temporary or lock file)",
             Skip::Download => "download in progress (.__download__)",
+            Skip::ControlFile => "a downloader's control file (.aria2)",
             Skip::ChecksumFailure => "rejected download (_checksum_failure_)",
             Skip::Ignored => "matches an ignore pattern",
         }
@@ -100,8 +107,11 @@ impl NameRules {
         if name[0] == b'.' {
             return Some(Skip::Hidden);
         }
-        if name.ends_with(b".__download__") {
+        if contains(name, b".__download__") {
             return Some(Skip::Download);
+        }
+        if name.ends_with(b".aria2") {
+            return Some(Skip::ControlFile);
         }
         if contains(name, b"._checksum_failure_.") {
             return Some(Skip::ChecksumFailure);
@@ -436,7 +446,17 @@ mod tests {
         assert_eq!(r.skip(b"-rf"), None);
         assert_eq!(r.skip(b"with space 'quote' \"dq\"\nnewline"), None);
         assert_eq!(r.skip(b"\xff\xfe"), None);
-        assert_eq!(r.skip(b"foo.__download__.tar"), None);
+        // What downloaders put after Portage's suffix (issue 11.5).
+        for temp in [
+            &b"foo.__download__.tar"[..],
+            b"foo-1.0.tar.gz.__download__.aria2",
+            b"foo-1.0.tar.gz.__download__.st",
+            b"foo-1.0.tar.gz.__download__.1",
+        ] {
+            assert_eq!(r.skip(temp), Some(Skip::Download));
+        }
+        assert_eq!(r.skip(b"foo-1.0.tar.gz.aria2"), Some(Skip::ControlFile));
+        assert_eq!(r.skip(b"download-1.0.tar.gz"), None);
     }
 
     #[test]
