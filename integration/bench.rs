@@ -77,6 +77,21 @@ fn barrier(hosts: &[PathBuf], label: &str) {
     );
 }
 
+/// Starts the daemon on files already in `hosts` and waits for its start-up reconcile.
+/// With `settle: 10ms` and files older than that, every file is linked at once, not
+/// deferred: the pause lets that much time pass since the last file was written.
+fn start_up_reconcile(scratch: &Scratch, hosts: &[PathBuf]) -> Daemon {
+    let config = scratch.config_for(hosts, "settle: 10ms\n");
+    std::thread::sleep(Duration::from_millis(20));
+    let daemon = Daemon::start(scratch, &config);
+    assert!(
+        daemon.wait_log("reconcile (start-up) done"),
+        "{}",
+        daemon.log()
+    );
+    daemon
+}
+
 /// Peak RSS of a start-up reconcile of `MEMORY_NAMES` names (all in host0 of 2 hosts).
 fn memory_reconcile() -> String {
     let scratch = Scratch::tmpfs("bench-mem-reconcile");
@@ -84,14 +99,7 @@ fn memory_reconcile() -> String {
     for i in 0..MEMORY_NAMES {
         fs::write(hosts[0].join(format!("dist-{i:07}.tar.gz")), b"").unwrap();
     }
-    let config = scratch.config_for(&hosts, "settle: 10ms\n");
-    std::thread::sleep(Duration::from_millis(20));
-    let daemon = Daemon::start(&scratch, &config);
-    assert!(
-        daemon.wait_log("reconcile (start-up) done"),
-        "{}",
-        daemon.log()
-    );
+    let daemon = start_up_reconcile(&scratch, &hosts);
     assert_eq!(fs::read_dir(&hosts[1]).unwrap().count(), MEMORY_NAMES);
     mib(&vm_hwm(daemon.pid()))
 }
@@ -361,15 +369,7 @@ fn reconcile_floor() -> Duration {
 fn reconcile() -> (Duration, String) {
     let scratch = Scratch::tmpfs("bench-reconcile");
     let (hosts, missing) = reconcile_fixture(&scratch);
-    // Files older than the settle time are linked at once, not deferred.
-    let config = scratch.config_for(&hosts, "settle: 10ms\n");
-    std::thread::sleep(Duration::from_millis(20));
-    let daemon = Daemon::start(&scratch, &config);
-    assert!(
-        daemon.wait_log("reconcile (start-up) done"),
-        "{}",
-        daemon.log()
-    );
+    let daemon = start_up_reconcile(&scratch, &hosts);
     let log = daemon.log();
     let line = log
         .lines()

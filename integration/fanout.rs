@@ -52,10 +52,10 @@ fn portage_download_case(scratch: Scratch) {
     );
     let seen = rec.finish();
     assert_no_temporaries_spread(&seen, 1);
+    // Logged by the event loop once the worker's outcome is back, just after the links.
     assert!(
         s.daemon
-            .log()
-            .contains("host1/foo-1.0.tar.gz (renamed): linked into host0, host2, host3")
+            .wait_log("host1/foo-1.0.tar.gz (renamed): linked into host0, host2, host3")
     );
     let status = s.daemon.stop();
     assert!(status.success(), "exit status {status}");
@@ -106,10 +106,10 @@ fn direct_write_is_linked_only_after_settle() {
         "linked {:?} after the write, before the settle time {SETTLE:?}",
         appeared - written
     );
+    // Logged by the event loop once the worker's outcome is back, just after the links.
     assert!(
         s.daemon
-            .log()
-            .contains("host0/direct.tar.gz (settled): linked into host1, host2")
+            .wait_log("host0/direct.tar.gz (settled): linked into host1, host2")
     );
 }
 
@@ -240,13 +240,14 @@ fn odd_names_are_linked_intact() {
         1,
         OsStr::from_bytes(b"direct \n\xff name")
     ));
-    // The log shows names escaped, one event per line.
-    let log = s.daemon.log();
-    assert!(log.contains("host0/new\\nline.tar.gz (renamed)"), "{log}");
-    assert!(
-        log.contains("host0/\\xff\\xfe-not-utf8\\x80.tar.gz (renamed)"),
-        "{log}"
-    );
+    // The log shows names escaped, one event per line (logged by the event loop once
+    // each outcome is back: waited for, not read at once).
+    for line in [
+        "host0/new\\nline.tar.gz (renamed)",
+        "host0/\\xff\\xfe-not-utf8\\x80.tar.gz (renamed)",
+    ] {
+        assert!(s.daemon.wait_log(line), "{line}: {}", s.daemon.log());
+    }
     assert_eq!(names(&s.hosts[0]).len(), odd.len() + 1);
 }
 
@@ -303,15 +304,12 @@ fn only_regular_files_with_final_names_are_linked() {
         want.sort();
         assert_eq!(names(h), want, "unexpected names in {}", h.display());
     }
-    let log = s.daemon.log();
-    assert!(
-        log.contains("host0/renamed-symlink.tar.gz: not linked: a symlink"),
-        "{log}"
-    );
-    assert!(
-        log.contains("host0/setuid.tar.gz: not linked: setuid/setgid file"),
-        "{log}"
-    );
+    for line in [
+        "host0/renamed-symlink.tar.gz: not linked: a symlink",
+        "host0/setuid.tar.gz: not linked: setuid/setgid file",
+    ] {
+        assert!(s.daemon.wait_log(line), "{line}: {}", s.daemon.log());
+    }
 }
 
 #[test]

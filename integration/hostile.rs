@@ -373,3 +373,48 @@ fn downloaders_temporaries_are_never_linked() {
     }
     assert!(s.daemon.stop().success());
 }
+
+/// A client creating and deleting names without end: fanotify merges a name's create,
+/// close and delete into one event, and a name that is gone when it is handled is not
+/// kept waiting for its quiet period (it was, for `settle`, 600 s here).
+#[test]
+fn names_created_and_deleted_are_not_kept_waiting() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("churn"), 2, "settle: 600s\n");
+    assert!(s.daemon.wait_log("reconcile (start-up) done"));
+    for i in 0..5000 {
+        let p = s.hosts[0].join(format!("churn-{i}.tar.gz"));
+        fs::write(&p, b"").unwrap();
+        fs::remove_file(&p).unwrap();
+    }
+    // One file really waiting, then a rename: once it is linked, every event before it
+    // has been handled.
+    fs::write(s.hosts[0].join("waiting.tar.gz"), b"w").unwrap();
+    portage_download(&s.hosts[0], "after.tar.gz", b"x");
+    assert!(
+        wait_linked(&s.hosts, 0, "after.tar.gz"),
+        "{}",
+        s.daemon.log()
+    );
+    let handled = distlink::status::now();
+    let status = s.scratch.root.join("run/status");
+    let mut snapshot = None;
+    assert!(
+        wait_until(DEADLINE, || {
+            let text = fs::read_to_string(&status).unwrap_or_default();
+            let snap = distlink::status::Snapshot::parse(&text);
+            let fresh = snap.updated > handled;
+            snapshot = Some(snap);
+            fresh
+        }),
+        "the status file was not rewritten"
+    );
+    assert_eq!(
+        snapshot.unwrap().settling,
+        1,
+        "names gone are still waiting"
+    );
+    assert!(s.daemon.stop().success());
+}

@@ -145,11 +145,6 @@ impl Watch {
         Ok(())
     }
 
-    /// The marks in place.
-    pub fn marks(&self) -> &[Mark] {
-        &self.marks
-    }
-
     /// Whether a mark covers the filesystem `dev`.
     pub fn covers(&self, dev: u64) -> bool {
         self.marks.iter().any(|m| m.dev == dev)

@@ -65,14 +65,6 @@ impl HostMask {
         i < 64 && self.0 & (1 << i) != 0
     }
 
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    pub fn count(self) -> usize {
-        self.0.count_ones() as usize
-    }
-
     /// Positions in the set, in order.
     pub fn iter(self) -> impl Iterator<Item = usize> {
         (0..64).filter(move |&i| self.has(i))

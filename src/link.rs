@@ -212,15 +212,14 @@ pub fn look(hosts: &HostSet, dst: usize, name: &[u8], st: &FileStat) -> Seen {
 
 /// Fans one completed file out: open and check it, read its record, plan, link, write
 /// the record (gather → decide → act). Returns what happened.
-pub fn fan_out(c: &Candidate) -> Outcome {
-    let hosts = &c.hosts;
-    let src = hosts.get(c.src);
+pub fn fan_out(c: Candidate) -> Outcome {
     let result =
-        open_candidate(hosts, c.src, &c.name).map(|(file, st)| fan_out_file(c, &file, &st));
+        open_candidate(&c.hosts, c.src, &c.name).map(|(file, st)| fan_out_file(&c, &file, &st));
+    let src = c.hosts.get(c.src);
     Outcome {
         src: src.id,
         src_name: Arc::clone(&src.name),
-        name: c.name.clone(),
+        name: c.name,
         trigger: c.trigger,
         dry_run: c.dry_run,
         result,

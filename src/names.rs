@@ -196,11 +196,6 @@ impl NameTable {
         self.live == 0
     }
 
-    /// One past the largest id handed out (ids below it may be free).
-    pub fn id_bound(&self) -> usize {
-        self.spans.len()
-    }
-
     /// Live ids, in id order.
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.spans.len() as u32).filter(|&id| self.is_live(id))

@@ -78,22 +78,6 @@ pub fn plan(src: usize, hosts: &[&str], record: Option<&Record>, seen: &[Seen]) 
     Plan { steps }
 }
 
-impl Plan {
-    /// Hosts (by position) that the plan links into.
-    pub fn links(&self) -> impl Iterator<Item = usize> + '_ {
-        self.positions(Step::Link)
-    }
-
-    /// Hosts (by position) with the given step.
-    pub fn positions(&self, step: Step) -> impl Iterator<Item = usize> + '_ {
-        self.steps
-            .iter()
-            .enumerate()
-            .filter(move |(_, s)| **s == step)
-            .map(|(i, _)| i)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +98,6 @@ mod tests {
     fn no_record_links_everywhere_not_looked_at() {
         let p = plan(1, &HOSTS, None, &[]);
         assert_eq!(p.steps, [Link, Source, Link, Link]);
-        assert_eq!(p.links().collect::<Vec<_>>(), [0, 2, 3]);
     }
 
     #[test]
@@ -131,7 +114,6 @@ mod tests {
     fn what_was_seen_decides_for_unrecorded_hosts() {
         let p = plan(0, &HOSTS, None, &[Same, Same, Other, Absent]);
         assert_eq!(p.steps, [Source, Holds, Conflict, Link]);
-        assert_eq!(p.positions(Conflict).collect::<Vec<_>>(), [2]);
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Pool {
                     .name(format!("link-{i}"))
                     .spawn(move || {
                         for job in rx {
-                            job.reply.send(crate::link::fan_out(&job.candidate));
+                            job.reply.send(crate::link::fan_out(job.candidate));
                         }
                     })?,
             );

@@ -145,8 +145,4 @@ impl Counters {
             }
         }
     }
-
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
 }

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub errors: u64,
     pub skipped: u64,
     pub overflows: u64,
+    /// Files written under their final name, waiting for their quiet period.
+    pub settling: u64,
     pub reconciles: u64,
     pub pool_files: u64,
     pub pool_bytes: u64,
@@ -100,13 +102,14 @@ impl Snapshot {
         }
         let _ = writeln!(
             s,
-            "files={}\nlinks={}\nconflicts={}\nerrors={}\nskipped={}\noverflows={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
+            "files={}\nlinks={}\nconflicts={}\nerrors={}\nskipped={}\noverflows={}\nsettling={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
             self.files,
             self.links,
             self.conflicts,
             self.errors,
             self.skipped,
             self.overflows,
+            self.settling,
             self.reconciles,
             self.pool_files,
             self.pool_bytes,
@@ -151,6 +154,7 @@ impl Snapshot {
         s.errors = n("errors");
         s.skipped = n("skipped");
         s.overflows = n("overflows");
+        s.settling = n("settling");
         s.reconciles = n("reconciles");
         s.pool_files = n("pool_files");
         s.pool_bytes = n("pool_bytes");
@@ -196,6 +200,12 @@ impl Snapshot {
             "counter",
             "fanotify queue overflows.",
             self.overflows,
+        );
+        metric(
+            "settling",
+            "gauge",
+            "Files written under their final name, waiting for their quiet period.",
+            self.settling,
         );
         metric(
             "reconciles_total",
@@ -452,6 +462,7 @@ mod tests {
             errors: 6,
             skipped: 7,
             overflows: 8,
+            settling: 13,
             reconciles: 9,
             pool_files: 10,
             pool_bytes: 11,
@@ -462,9 +473,11 @@ mod tests {
         assert_eq!(back.hosts[0], s.hosts[0]);
         assert_eq!(back.hosts[1].1, "/d/b\nc");
         assert_eq!(back.pool_bytes, 11);
+        assert_eq!(back.settling, 13);
         assert_eq!(back.last_reconcile_summary, "done in 1s");
         let p = s.prometheus();
         assert!(p.contains("distlink_links_total 4\n"));
+        assert!(p.contains("# TYPE distlink_settling gauge\ndistlink_settling 13\n"));
         assert!(p.contains("distlink_host_present{host=\"a\"} 1\n"));
     }
 }

@@ -46,8 +46,10 @@ struct Daemon {
     watch: Watch,
     signals: Signals,
     pool: Pool,
-    /// Outcomes of live fan-outs, and the eventfd that wakes the loop for them.
-    outcomes: (Sender<Outcome>, Receiver<Outcome>),
+    /// Outcomes of live fan-outs: where workers send them (waking the loop through
+    /// `wake`), and where the loop takes them.
+    reply: Reply,
+    outcomes: Receiver<Outcome>,
     wake: Arc<EventFd>,
     counters: Arc<Counters>,
     pid: i32,
@@ -185,6 +187,8 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         Pool::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
     let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
         .map_err(|e| Error::setup("creating an eventfd", e))?;
+    let wake = Arc::new(wake);
+    let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded();
 
     let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
     let mut daemon = Daemon {
@@ -204,8 +208,9 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         watch,
         signals,
         pool,
-        outcomes: crossbeam_channel::unbounded(),
-        wake: Arc::new(wake),
+        reply: Reply::waking(outcomes_tx, Arc::clone(&wake)),
+        outcomes: outcomes_rx,
+        wake,
         counters: Arc::new(Counters::default()),
         pid: std::process::id() as i32,
         status_file,
@@ -233,16 +238,17 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         pool,
         counters,
         status_file,
-        outcomes: (outcomes_tx, outcomes_rx),
+        reply,
+        outcomes,
         ..
     } = daemon;
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit;
     // their outcomes are reported here.
-    drop(outcomes_tx);
+    drop(reply);
     if pool.shutdown() > 0 {
         log::error!("a linker thread panicked");
     }
-    for o in outcomes_rx.try_iter() {
+    for o in outcomes.try_iter() {
         report(&o, Style::Log);
         counters.add(&o);
     }
@@ -305,11 +311,10 @@ impl Daemon {
             }
             let deadline = Some(deadline);
             let timeout = poll_timeout(deadline);
-            let wake = Arc::clone(&self.wake);
             let mut fds = [
                 PollFd::new(self.watch.fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
@@ -441,13 +446,13 @@ impl Daemon {
                 settle: None,
                 dry_run: false,
             },
-            reply: Reply::waking(self.outcomes.0.clone(), Arc::clone(&self.wake)),
+            reply: self.reply.clone(),
         });
     }
 
     /// Logs and counts what the workers did with live fan-outs.
     fn take_outcomes(&mut self) {
-        for o in self.outcomes.1.try_iter() {
+        for o in self.outcomes.try_iter() {
             report(&o, Style::Log);
             self.counters.add(&o);
         }
@@ -710,6 +715,7 @@ impl Daemon {
             errors: c.errors.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             overflows: self.overflows,
+            settling: self.settle.len() as u64,
             reconciles: self.progress.reconciles,
             pool_files: self.progress.pool_files,
             pool_bytes: self.progress.pool_bytes,

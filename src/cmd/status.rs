@@ -104,6 +104,11 @@ pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
         "since start: {} files fanned out, {} links made, {} conflicts, {} errors, {} skipped, {} queue overflows",
         s.files, s.links, s.conflicts, s.errors, s.skipped, s.overflows
     );
+    let _ = writeln!(
+        out,
+        "settling: {} files written under their final name, waiting to be quiet",
+        s.settling
+    );
     let _ = write!(out, "last reconcile: {}", when(s.last_reconcile));
     if !s.last_reconcile_summary.is_empty() {
         let _ = write!(out, ": {}", s.last_reconcile_summary);
