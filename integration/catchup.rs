@@ -248,9 +248,10 @@ fn sighup_adds_and_removes_hosts_and_keeps_a_good_config() {
     let kept = vec![hosts[0].clone(), hosts[2].clone()];
     let mut text = String::from("hosts:\n");
     text.push_str(&format!(
-        "  host0: {}\n  host2: {}\n{SETTLE}",
+        "  host0: {}\n  host2: {}\n{SETTLE}{}",
         hosts[0].display(),
-        hosts[2].display()
+        hosts[2].display(),
+        scratch.numbers_line()
     ));
     scratch.config(&text);
     d.signal(nix::sys::signal::Signal::SIGHUP);

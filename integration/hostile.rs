@@ -101,7 +101,7 @@ fn a_huge_host_map_is_refused_before_any_pairwise_check() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
-        stderr.contains("at most 64 hosts are supported, found 30000"),
+        stderr.contains("at most 1024 hosts are supported, found 30000"),
         "{stderr}"
     );
     // The same file on a reload: refused, and linking goes on.

@@ -8,5 +8,6 @@ mod hostile;
 mod init_systems;
 mod nfs;
 mod packaging;
+mod promises;
 mod service;
 mod util;

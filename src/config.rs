@@ -7,6 +7,7 @@
 //! workers: 4                 # linker threads
 //! settle: 10s                # quiet time before a directly written file counts as complete
 //! ignore: ["*.part"]         # extra glob patterns never linked
+//! host_numbers: /var/lib/distlink/host-numbers   # the key to every record; keep it
 //! ```
 //!
 //! Checks that need the filesystem (the directories exist, hold no symlink, share one
@@ -28,8 +29,8 @@ pub const DEFAULT_WORKERS: usize = 4;
 /// Default quiet time for files written under their final name.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 const MAX_WORKERS: usize = 256;
-/// Hosts per configuration (a reconcile keeps one bit per host and name).
-pub const MAX_HOSTS: usize = 64;
+/// Hosts per configuration (a record keeps one bit per host; see `record.rs`).
+pub const MAX_HOSTS: usize = 1024;
 const MAX_SETTLE: Duration = Duration::from_secs(24 * 3600);
 
 /// A validated configuration.
@@ -47,6 +48,8 @@ pub struct Config {
     pub user: Option<crate::privs::RunAs>,
     /// Where the daemon writes its status for `distlink status`.
     pub state_file: PathBuf,
+    /// The durable host numbers records use (see `host_numbers.rs`).
+    pub host_numbers: PathBuf,
     /// Optional Prometheus node-exporter textfile with the same counters.
     pub prometheus_textfile: Option<PathBuf>,
     /// `--log-level` when the command line does not give one.
@@ -171,6 +174,7 @@ struct Raw {
     unlimited_queue: Option<bool>,
     user: Option<Spanned<String>>,
     state_file: Option<Spanned<String>>,
+    host_numbers: Option<Spanned<String>>,
     prometheus_textfile: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
 }
@@ -469,6 +473,8 @@ impl Config {
         };
         let state_file = absolute("state_file", raw.state_file)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE));
+        let host_numbers = absolute("host_numbers", raw.host_numbers)
+            .unwrap_or_else(|| PathBuf::from(crate::host_numbers::DEFAULT_PATH));
         let prometheus_textfile = absolute("prometheus_textfile", raw.prometheus_textfile);
         let log_level = match raw.log_level {
             Some(l) if crate::cli::LogLevel::parse(&l.value).is_some() => Some(l.value),
@@ -508,6 +514,7 @@ impl Config {
             unlimited_queue: raw.unlimited_queue.unwrap_or(true),
             user,
             state_file,
+            host_numbers,
             prometheus_textfile,
             log_level,
         })
@@ -636,7 +643,7 @@ mod tests {
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
-            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, prometheus_textfile, log_level"
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level"
         );
         assert!(
             yaml("hosts:\n  a: /a\n  a: /b\n")

@@ -37,6 +37,8 @@ pub enum Error {
         what: &'static str,
         source: caps::errors::CapsError,
     },
+    /// The host numbers file could not be read or written (see `host_numbers.rs`).
+    Numbers(crate::host_numbers::NumbersError),
     /// Some other set-up step failed.
     Setup { what: String, source: io::Error },
     /// The running event loop lost a descriptor it cannot do without (poll or the
@@ -49,6 +51,10 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => crate::EXIT_CONFIG,
+            // Damaged or full: restarting cannot help; the admin must restore the file.
+            Error::Numbers(e) if !matches!(e, crate::host_numbers::NumbersError::Io { .. }) => {
+                crate::EXIT_CONFIG
+            }
             Error::Incomplete(_) => crate::cmd::sync::EXIT_INCOMPLETE,
             _ => crate::EXIT_FAILURE,
         }
@@ -87,6 +93,7 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Refused { what, .. } => f.write_str(what),
+            Error::Numbers(e) => write!(f, "host numbers: {e}"),
             Error::Incomplete(text) => f.write_str(text),
             Error::AlreadyRunning { pid, state_file } => write!(
                 f,
@@ -106,6 +113,7 @@ impl std::error::Error for Error {
             Error::AlreadyRunning { .. } | Error::Incomplete(_) => None,
             Error::Capabilities { source, .. } => Some(source),
             Error::Config(e) => e.source(),
+            Error::Numbers(e) => e.source(),
             Error::Fanotify { source, .. }
             | Error::Setup { source, .. }
             | Error::Runtime { source, .. }
@@ -118,5 +126,11 @@ impl std::error::Error for Error {
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Error {
         Error::Config(e)
+    }
+}
+
+impl From<crate::host_numbers::NumbersError> for Error {
+    fn from(e: crate::host_numbers::NumbersError) -> Error {
+        Error::Numbers(e)
     }
 }

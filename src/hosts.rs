@@ -10,6 +10,7 @@
 
 use crate::config::{Config, ConfigError, HostConfig, Problem};
 use crate::error::Error;
+use crate::host_numbers::HostNumbers;
 use crate::sys;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag};
@@ -52,22 +53,31 @@ impl HostId {
     }
 }
 
-/// Hosts of one [`HostSet`], a bit per position in the set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HostMask(u64);
+/// Hosts of one [`HostSet`], a bit per position in the set. Empty takes no memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostMask(Vec<u64>);
 
 impl HostMask {
-    pub fn with(self, i: usize) -> HostMask {
-        HostMask(self.0 | 1 << i)
+    /// The mask whose bits are these words.
+    pub fn from_words(words: &[u64]) -> HostMask {
+        HostMask(words.to_vec())
     }
 
-    pub fn has(self, i: usize) -> bool {
-        i < 64 && self.0 & (1 << i) != 0
+    pub fn with(mut self, i: usize) -> HostMask {
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+        self
+    }
+
+    pub fn has(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     /// Positions in the set, in order.
-    pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |&i| self.has(i))
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.0.len() * 64).filter(move |&i| self.has(i))
     }
 }
 
@@ -76,6 +86,8 @@ impl HostMask {
 pub struct Host {
     pub id: HostId,
     pub name: Arc<str>,
+    /// Its durable number in records (see `host_numbers.rs`).
+    pub number: u16,
     pub path: PathBuf,
     /// `O_PATH | O_DIRECTORY` descriptor: every link, stat and open goes through it.
     pub dir: OwnedFd,
@@ -87,6 +99,8 @@ pub struct Host {
 #[derive(Debug, Clone)]
 pub struct HostSet {
     hosts: Vec<Arc<Host>>,
+    /// Every host ever numbered: records name hosts by these numbers.
+    pub numbers: Arc<HostNumbers>,
     by_key: HashMap<Box<[u8]>, usize>,
     /// `st_dev` of the filesystem holding them.
     pub dev: u64,
@@ -229,8 +243,12 @@ fn refused(e: Errno) -> bool {
 }
 
 /// Opens one host directory and reads what identifies it.
-pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), OpenError> {
+pub fn open_host(h: &HostConfig, numbers: &HostNumbers) -> Result<(Host, u64, i32), OpenError> {
     let path = h.path.display();
+    let number = numbers.get(&h.name).ok_or_else(|| OpenError::System {
+        what: format!("host {}: no host number", h.name),
+        source: std::io::Error::from(Errno::ENOENT),
+    })?;
     let system = |what: String, e: Errno| OpenError::System {
         what,
         source: std::io::Error::from(e),
@@ -282,6 +300,7 @@ pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), OpenError> {
     let host = Host {
         id: HostId::of(&h.name),
         name: Arc::from(h.name.as_str()),
+        number,
         path: h.path.clone(),
         dir,
         key,
@@ -292,8 +311,8 @@ pub fn open_host(h: &HostConfig) -> Result<(Host, u64, i32), OpenError> {
 impl HostSet {
     /// Opens every host directory of `config` and checks that hardlinks can work between
     /// them. Every problem is reported, each with the entry's line and column.
-    pub fn open(config: &Config) -> Result<HostSet, Error> {
-        HostSet::open_except(config, &[])
+    pub fn open(config: &Config, numbers: &Arc<HostNumbers>) -> Result<HostSet, Error> {
+        HostSet::open_except(config, &[], numbers)
     }
 
     /// Like [`HostSet::open`], but a host named in `vanished` whose directory does not
@@ -301,14 +320,18 @@ impl HostSet {
     /// removed that host's directory).
     /// A refusal by the kernel or a sandbox is [`Error::Refused`], never a configuration
     /// error.
-    pub fn open_except(config: &Config, vanished: &[String]) -> Result<HostSet, Error> {
+    pub fn open_except(
+        config: &Config,
+        vanished: &[String],
+        numbers: &Arc<HostNumbers>,
+    ) -> Result<HostSet, Error> {
         let mut problems = Vec::new();
         let mut opened: Vec<(&HostConfig, Host, u64, i32)> = Vec::new();
         for h in &config.hosts {
             if vanished.contains(&h.name) && h.path.symlink_metadata().is_err() {
                 continue;
             }
-            match open_host(h) {
+            match open_host(h, numbers) {
                 Ok((host, dev, mount_id)) => opened.push((h, host, dev, mount_id)),
                 Err(OpenError::Config(message)) => problems.push(Problem::new(Some(h.at), message)),
                 Err(OpenError::System { what, source }) => {
@@ -342,12 +365,18 @@ impl HostSet {
         let mount_id = opened.first().map_or(0, |o| o.3);
         Ok(HostSet::from_hosts(
             opened.into_iter().map(|o| Arc::new(o.1)).collect(),
+            Arc::clone(numbers),
             dev,
             mount_id,
         ))
     }
 
-    fn from_hosts(hosts: Vec<Arc<Host>>, dev: u64, mount_id: i32) -> HostSet {
+    fn from_hosts(
+        hosts: Vec<Arc<Host>>,
+        numbers: Arc<HostNumbers>,
+        dev: u64,
+        mount_id: i32,
+    ) -> HostSet {
         let by_key = hosts
             .iter()
             .enumerate()
@@ -355,6 +384,7 @@ impl HostSet {
             .collect();
         HostSet {
             hosts,
+            numbers,
             by_key,
             dev,
             mount_id,
@@ -369,7 +399,7 @@ impl HostSet {
             .filter(|h| *h.name != *name)
             .cloned()
             .collect();
-        HostSet::from_hosts(hosts, self.dev, self.mount_id)
+        HostSet::from_hosts(hosts, Arc::clone(&self.numbers), self.dev, self.mount_id)
     }
 
     /// The same set plus a re-opened host, placed in configuration order.
@@ -387,7 +417,7 @@ impl HostSet {
                 .position(|c| *c.name == *h.name)
                 .unwrap_or(usize::MAX)
         });
-        HostSet::from_hosts(hosts, self.dev, self.mount_id)
+        HostSet::from_hosts(hosts, Arc::clone(&self.numbers), self.dev, self.mount_id)
     }
 
     /// Whether a directory is on this set's filesystem and mount (for a re-created host
@@ -478,7 +508,12 @@ impl HostSet {
     /// so a re-created directory is still checked against them.
     pub fn or_filesystem_of(self, running: &HostSet) -> HostSet {
         if self.hosts.is_empty() {
-            HostSet::from_hosts(Vec::new(), running.dev, running.mount_id)
+            HostSet::from_hosts(
+                Vec::new(),
+                Arc::clone(&self.numbers),
+                running.dev,
+                running.mount_id,
+            )
         } else {
             self
         }

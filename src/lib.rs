@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod fanotify;
 pub mod glob;
+pub mod host_numbers;
 pub mod hosts;
 pub mod link;
 pub mod logging;

@@ -10,7 +10,7 @@
 
 use crate::hosts::{HostId, HostMask, HostSet};
 use crate::plan::{Seen, Step};
-use crate::record::Record;
+use crate::record::{Decoded, Record};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
@@ -107,6 +107,11 @@ pub struct FanOut {
     pub vanished: bool,
     /// The record could not be read (every host not seen holding it got a link).
     pub record_unreadable: Option<String>,
+    /// The record was written under another host numbering (its tag): nothing linked.
+    pub record_foreign: Option<u32>,
+    /// The record would outgrow [`crate::record::MAX_RECORD`] with this name (a client
+    /// piled up names for one inode): nothing linked, so no deletion can be lost.
+    pub record_full: bool,
     /// The record could not be written.
     pub record_unwritable: Option<String>,
 }
@@ -121,7 +126,12 @@ impl Outcome {
         match &self.result {
             Err(NotLinked::Failed(_)) => 1,
             Err(_) => 0,
-            Ok(f) => f.failed.len() as u64 + u64::from(f.record_unwritable.is_some()),
+            Ok(f) => {
+                f.failed.len() as u64
+                    + u64::from(f.record_unwritable.is_some())
+                    + u64::from(f.record_full)
+                    + u64::from(f.record_foreign.is_some())
+            }
         }
     }
 
@@ -226,7 +236,15 @@ pub fn fan_out(c: Candidate) -> Outcome {
     }
 }
 
+/// Fan-outs of one inode under different names (a second hardlink, a rename) run one at
+/// a time: each reads the record, links, and writes the record back, and two at once
+/// would lose one's names. Striped by inode number; a stripe is held for one fan-out.
+static INODE_LOCKS: [std::sync::Mutex<()>; 64] = [const { std::sync::Mutex::new(()) }; 64];
+
 fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
+    let _inode = INODE_LOCKS[(st.st_ino % 64) as usize]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let hosts = &c.hosts;
     let mut out = FanOut {
         size: st.st_size.max(0) as u64,
@@ -243,14 +261,23 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         return out;
     }
     // Gather: the record, and (a dry run, or what a scan saw) what the hosts hold.
-    let record = match crate::record::read(file.as_fd()) {
-        Ok(Some(r)) if r.describes(st.st_ino, &c.name) => Some(r),
+    let numbers = &hosts.numbers;
+    let record = match crate::record::read(file.as_fd(), numbers) {
+        Ok(Decoded::Record(r)) if r.ino == st.st_ino => Some(r),
+        Ok(Decoded::Foreign(tag)) => {
+            out.record_foreign = Some(tag);
+            return out;
+        }
         Ok(_) => None,
         Err(e) => {
             out.record_unreadable = Some(e.to_string());
             None
         }
     };
+    let recorded = record
+        .as_ref()
+        .and_then(|r| r.hosts_of(&c.name))
+        .unwrap_or_default();
     let seen: Vec<Seen> = (0..hosts.len())
         .map(|i| {
             if c.present.has(i) {
@@ -263,36 +290,51 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         })
         .collect();
     // Decide.
-    let names: Vec<&str> = hosts.iter().map(|h| &*h.name).collect();
-    let plan = crate::plan::plan(c.src, &names, record.as_ref(), &seen);
+    let host_numbers: Vec<u16> = hosts.iter().map(|h| h.number).collect();
+    let plan = crate::plan::plan(c.src, &host_numbers, recorded, &seen);
+    // A name the record has no room for is not fanned out: its deletions could not be
+    // kept. The widest record this fan-out can lead to is the one to check.
+    let widest = plan
+        .steps
+        .iter()
+        .zip(&host_numbers)
+        .filter(|(s, _)| matches!(s, Step::Source | Step::Holds | Step::Link))
+        .map(|(_, &n)| n);
+    if let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, widest)
+        && !next.fits(numbers.tag)
+    {
+        out.record_full = true;
+        return out;
+    }
     // Act.
-    let mut holders: Vec<&str> = Vec::new();
+    let mut holders: Vec<u16> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
-        let host = &hosts.get(i).name;
+        let host = hosts.get(i);
+        let name = &host.name;
         match step {
-            Step::Source | Step::Holds => holders.push(host),
-            Step::Deleted => out.deleted.push(Arc::clone(host)),
+            Step::Source | Step::Holds => holders.push(host.number),
+            Step::Deleted => out.deleted.push(Arc::clone(name)),
             Step::Recorded => {}
-            Step::Conflict => out.conflicts.push(Arc::clone(host)),
-            Step::Link if c.dry_run => out.linked.push(Arc::clone(host)),
+            Step::Conflict => out.conflicts.push(Arc::clone(name)),
+            Step::Link if c.dry_run => out.linked.push(Arc::clone(name)),
             Step::Link => match link_one(hosts, file, st, i, &c.name) {
                 LinkResult::Linked => {
-                    out.linked.push(Arc::clone(host));
-                    holders.push(host);
+                    out.linked.push(Arc::clone(name));
+                    holders.push(host.number);
                 }
-                LinkResult::AlreadyThere => holders.push(host),
-                LinkResult::Conflict => out.conflicts.push(Arc::clone(host)),
+                LinkResult::AlreadyThere => holders.push(host.number),
+                LinkResult::Conflict => out.conflicts.push(Arc::clone(name)),
                 LinkResult::Failed(Errno::ENOENT) if fstat(file).is_ok_and(|s| s.st_nlink == 0) => {
                     out.vanished = true;
                     return out;
                 }
-                LinkResult::Failed(e) => out.failed.push((Arc::clone(host), e)),
+                LinkResult::Failed(e) => out.failed.push((Arc::clone(name), e)),
             },
         }
     }
     if !c.dry_run
         && let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, holders)
-        && let Err(e) = crate::record::write(file.as_fd(), &next)
+        && let Err(e) = crate::record::write(file.as_fd(), &next, numbers.tag)
     {
         out.record_unwritable = Some(e.to_string());
     }

@@ -25,6 +25,7 @@
 //!   attributes (`rsync -X`, `cp -a` as root) or a renamed name does not count as
 //!   fanned out.
 
+use crate::host_numbers::HostNumbers;
 use crate::sys;
 use std::ffi::{CStr, CString};
 use std::io;
@@ -32,84 +33,255 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// The attribute name.
 pub const XATTR: &CStr = c"user.distlink";
-const MAGIC: &[u8] = b"distlink1";
-/// Largest record read back (a record for 64 hosts with long names fits easily).
+const MAGIC: &[u8] = b"distlink2";
+const MAGIC_V1: &[u8] = b"distlink1";
+/// Largest record written. ext4 with 1 KiB blocks keeps all of an inode's extended
+/// attributes in one block (about 950 bytes of value for one attribute); this leaves
+/// room for a small ACL or security label beside it. A record for 1,024 hosts takes 22
+/// bytes, plus per name its length + 1, plus 130 bytes for its set of hosts (1 byte when
+/// the set is the one before it).
+pub const MAX_RECORD: usize = 800;
+/// Largest value read back.
 const MAX_LEN: usize = 8192;
 
-/// What a record says: inode `ino`, under `name`, was in these `hosts`.
+/// What a record says: inode `ino` was fanned out under each of `names`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub ino: u64,
-    pub name: Vec<u8>,
-    pub hosts: Vec<String>,
+    pub names: Vec<Entry>,
+    /// Read from a `distlink1` record: written again in the new format at the next
+    /// fan-out, even if nothing else changed.
+    pub old_format: bool,
+}
+
+/// One name of the inode, and the hosts (by [number](crate::host_numbers)) that held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Box<[u8]>,
+    /// Sorted, no repeats.
+    pub hosts: Vec<u16>,
+}
+
+/// What the attribute on an inode holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// No record, or a value distlink did not write (counts as none: that can only cause
+    /// a link, never hide one).
+    None,
+    Record(Record),
+    /// A record written under another host numbering (tag): who deleted the file cannot
+    /// be told, so it is linked nowhere.
+    Foreign(u32),
+}
+
+/// How one host set is written: 0 = the previous entry's set, 1 = bitmap (byte count,
+/// bytes; bit `n` of byte `n / 8` is host number `n`), 2 = list (count, `u16` LE each).
+fn encode_set(out: &mut Vec<u8>, hosts: &[u16], prev: Option<&[u16]>) {
+    if prev == Some(hosts) {
+        out.push(0);
+        return;
+    }
+    let bitmap_len = hosts.last().map_or(0, |&n| usize::from(n) / 8 + 1);
+    if bitmap_len <= 2 * hosts.len() || hosts.len() > 255 {
+        out.push(1);
+        out.push(bitmap_len.min(255) as u8);
+        let start = out.len();
+        out.resize(start + bitmap_len.min(255), 0);
+        for &n in hosts {
+            if let Some(b) = out.get_mut(start + usize::from(n) / 8) {
+                *b |= 1 << (n % 8);
+            }
+        }
+    } else {
+        out.push(2);
+        out.push(hosts.len() as u8);
+        for &n in hosts {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
+/// Reads bytes off the front of a slice, trusting no length.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
 }
 
 impl Record {
-    /// `distlink1 NUL ino NUL name NUL host NUL host …` (names hold no NUL, host names no
-    /// control characters).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.name.len() + self.hosts.len() * 16);
+    /// `distlink2`, tag (u32 LE), inode (u64 LE), name count (u8), then per name: its
+    /// length (u8, names are at most 255 bytes), the name, its host set (see
+    /// `encode_set`).
+    pub fn encode(&self, tag: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
         out.extend_from_slice(MAGIC);
-        out.push(0);
-        out.extend_from_slice(self.ino.to_string().as_bytes());
-        out.push(0);
-        out.extend_from_slice(&self.name);
-        for h in &self.hosts {
-            out.push(0);
-            out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.push(self.names.len().min(255) as u8);
+        let mut prev: Option<&[u16]> = None;
+        for e in self.names.iter().take(255) {
+            out.push(e.name.len().min(255) as u8);
+            out.extend_from_slice(&e.name[..e.name.len().min(255)]);
+            encode_set(&mut out, &e.hosts, prev);
+            prev = Some(&e.hosts);
         }
         out
     }
 
-    /// Parses a record; `None` for anything else (foreign or damaged values are treated
-    /// as "no record", which can only cause a link, never hide one).
-    pub fn decode(bytes: &[u8]) -> Option<Record> {
-        let mut parts = bytes.split(|&b| b == 0);
-        if parts.next()? != MAGIC {
-            return None;
+    /// Whether the record fits [`MAX_RECORD`].
+    pub fn fits(&self, tag: u32) -> bool {
+        self.encode(tag).len() <= MAX_RECORD
+    }
+
+    /// Parses an attribute value. `numbers` gives the tag to expect, and the numbers of
+    /// the host names in an old `distlink1` record (a name never numbered, a host
+    /// removed from the configuration before the upgrade, is dropped).
+    pub fn decode(bytes: &[u8], numbers: &HostNumbers) -> Decoded {
+        if let Some(rest) = bytes.strip_prefix(MAGIC) {
+            return match decode_v2(rest) {
+                Some((tag, r)) if tag == numbers.tag => Decoded::Record(r),
+                Some((tag, _)) => Decoded::Foreign(tag),
+                None => Decoded::None,
+            };
         }
-        let ino = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-        let name = parts.next()?.to_vec();
-        let hosts = parts
-            .map(|h| String::from_utf8(h.to_vec()).ok())
-            .collect::<Option<Vec<String>>>()?;
-        Some(Record { ino, name, hosts })
+        decode_v1(bytes, numbers).map_or(Decoded::None, Decoded::Record)
     }
 
-    /// Whether the record is about this inode under this name.
-    pub fn describes(&self, ino: u64, name: &[u8]) -> bool {
-        self.ino == ino && self.name == name
+    /// The hosts that held `name`, if the record has it.
+    pub fn hosts_of(&self, name: &[u8]) -> Option<&[u16]> {
+        self.names
+            .iter()
+            .find(|e| *e.name == *name)
+            .map(|e| e.hosts.as_slice())
     }
 
-    pub fn has(&self, host: &str) -> bool {
-        self.hosts.iter().any(|h| h == host)
-    }
-
-    /// The merge rule: the record to write after inode `ino`, under `name`, was fanned
-    /// out and `holders` now hold it. Every host of `prev` stays named (one lacking the
-    /// name deleted it on purpose, and must stay that way); `prev` counts only if it
-    /// [describes](Record::describes) this inode and name. `None`: `prev` already says it
-    /// all, nothing to write.
-    pub fn after<'h>(
+    /// The merge rule: the record to write after inode `ino` was fanned out under `name`
+    /// and `holders` (host numbers) now hold it. Every entry of `prev` stays, with every
+    /// host in it (a host lacking a recorded name deleted it on purpose, and must stay
+    /// that way); `prev` counts only if it is about this inode (a copy made with its
+    /// attributes is not). `None`: `prev` already says it all, nothing to write.
+    pub fn after(
         prev: Option<&Record>,
         ino: u64,
         name: &[u8],
-        holders: impl IntoIterator<Item = &'h str>,
+        holders: impl IntoIterator<Item = u16>,
     ) -> Option<Record> {
-        let prev = prev.filter(|r| r.describes(ino, name));
-        let mut hosts: Vec<String> = prev.map(|r| r.hosts.clone()).unwrap_or_default();
-        let before = hosts.len();
-        for h in holders {
-            if !hosts.iter().any(|n| n == h) {
-                hosts.push(h.to_owned());
-            }
-        }
-        (prev.is_none() || hosts.len() != before).then(|| Record {
+        let prev = prev.filter(|r| r.ino == ino);
+        let mut next = prev.cloned().unwrap_or(Record {
             ino,
-            name: name.to_vec(),
-            hosts,
-        })
+            names: Vec::new(),
+            old_format: false,
+        });
+        let changed = match next.names.iter_mut().find(|e| *e.name == *name) {
+            Some(e) => {
+                let before = e.hosts.len();
+                e.hosts.extend(holders);
+                e.hosts.sort_unstable();
+                e.hosts.dedup();
+                e.hosts.len() != before
+            }
+            None => {
+                let mut hosts: Vec<u16> = holders.into_iter().collect();
+                hosts.sort_unstable();
+                hosts.dedup();
+                next.names.push(Entry {
+                    name: name.into(),
+                    hosts,
+                });
+                true
+            }
+        };
+        let write = changed || prev.is_none_or(|p| p.old_format);
+        next.old_format = false;
+        write.then_some(next)
     }
+}
+
+fn decode_v2(bytes: &[u8]) -> Option<(u32, Record)> {
+    let mut c = Cursor(bytes);
+    let tag = c.u32()?;
+    let ino = c.u64()?;
+    let count = c.u8()?;
+    let mut names: Vec<Entry> = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = c.u8()?;
+        let name: Box<[u8]> = c.take(usize::from(len))?.into();
+        if name.is_empty() || name.contains(&0) || name.contains(&b'/') {
+            return None;
+        }
+        let hosts = match c.u8()? {
+            0 => names.last()?.hosts.clone(),
+            1 => {
+                let n = c.u8()?;
+                let bytes = c.take(usize::from(n))?;
+                (0..usize::from(n) * 8)
+                    .filter(|i| bytes[i / 8] & (1 << (i % 8)) != 0)
+                    .map(|i| i as u16)
+                    .collect()
+            }
+            2 => {
+                let n = c.u8()?;
+                let mut hosts: Vec<u16> = (0..n)
+                    .map(|_| Some(u16::from_le_bytes(c.take(2)?.try_into().ok()?)))
+                    .collect::<Option<_>>()?;
+                hosts.sort_unstable();
+                hosts.dedup();
+                hosts
+            }
+            _ => return None,
+        };
+        names.push(Entry { name, hosts });
+    }
+    if !c.0.is_empty() {
+        return None;
+    }
+    Some((
+        tag,
+        Record {
+            ino,
+            names,
+            old_format: false,
+        },
+    ))
+}
+
+/// `distlink1 NUL ino NUL name NUL host NUL host …`: one name, hosts by name.
+fn decode_v1(bytes: &[u8], numbers: &HostNumbers) -> Option<Record> {
+    let mut parts = bytes.split(|&b| b == 0);
+    if parts.next()? != MAGIC_V1 {
+        return None;
+    }
+    let ino = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let name: Box<[u8]> = parts.next()?.into();
+    let mut hosts = parts
+        .map(|h| std::str::from_utf8(h).ok().map(|h| numbers.get(h)))
+        .collect::<Option<Vec<Option<u16>>>>()?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<u16>>();
+    hosts.sort_unstable();
+    hosts.dedup();
+    Some(Record {
+        ino,
+        names: vec![Entry { name, hosts }],
+        old_format: true,
+    })
 }
 
 fn proc_path(fd: BorrowedFd<'_>) -> CString {
@@ -118,19 +290,19 @@ fn proc_path(fd: BorrowedFd<'_>) -> CString {
 }
 
 /// Reads the record of the inode behind `fd` (an `O_PATH` descriptor is fine).
-pub fn read(fd: BorrowedFd<'_>) -> io::Result<Option<Record>> {
+pub fn read(fd: BorrowedFd<'_>, numbers: &HostNumbers) -> io::Result<Decoded> {
     let mut buf = vec![0u8; MAX_LEN];
     match sys::getxattr(&proc_path(fd), XATTR, &mut buf) {
-        Ok(Some(n)) => Ok(Record::decode(&buf[..n])),
-        Ok(None) => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => Ok(None),
+        Ok(Some(n)) => Ok(Record::decode(&buf[..n], numbers)),
+        Ok(None) => Ok(Decoded::None),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => Ok(Decoded::None),
         Err(e) => Err(e),
     }
 }
 
 /// Writes `record` on the inode behind `fd`.
-pub fn write(fd: BorrowedFd<'_>, record: &Record) -> io::Result<()> {
-    sys::setxattr(&proc_path(fd), XATTR, &record.encode())
+pub fn write(fd: BorrowedFd<'_>, record: &Record, tag: u32) -> io::Result<()> {
+    sys::setxattr(&proc_path(fd), XATTR, &record.encode(tag))
 }
 
 /// Whether the filesystem of `dir` can keep records: asks for the attribute on the
@@ -148,58 +320,134 @@ pub fn supported(dir: BorrowedFd<'_>) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip() {
-        let r = Record {
-            ino: 42,
-            name: b"we\xffird\nname".to_vec(),
-            hosts: vec!["server".into(), "host 1".into()],
-        };
-        assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
-        assert!(r.describes(42, b"we\xffird\nname"));
-        assert!(!r.describes(43, b"we\xffird\nname"));
-        assert!(r.has("host 1") && !r.has("host2"));
-        let empty = Record {
-            ino: 1,
-            name: b"x".to_vec(),
-            hosts: vec![],
-        };
-        assert_eq!(Record::decode(&empty.encode()), Some(empty));
+    fn numbers(names: &[&str]) -> HostNumbers {
+        let mut n = HostNumbers::fresh();
+        n.add(names.iter().copied()).unwrap();
+        n
+    }
+
+    fn entry(name: impl AsRef<[u8]>, hosts: &[u16]) -> Entry {
+        Entry {
+            name: name.as_ref().into(),
+            hosts: hosts.to_vec(),
+        }
     }
 
     #[test]
-    fn merge_keeps_deletions_and_adds_holders() {
+    fn round_trip_and_every_truncation_is_no_record() {
+        let n = numbers(&["server", "host1"]);
+        let r = Record {
+            ino: 42,
+            names: vec![
+                entry(b"we\xffird\nname", &[0, 1, 5]),
+                entry("copy", &[0, 1, 5]),
+                entry("sparse", &[3, 1000]),
+                entry("none", &[]),
+            ],
+            old_format: false,
+        };
+        let bytes = r.encode(n.tag);
+        assert_eq!(Record::decode(&bytes, &n), Decoded::Record(r.clone()));
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                Record::decode(&bytes[..cut], &n),
+                Decoded::None,
+                "cut {cut}"
+            );
+        }
+        assert_eq!(
+            Record::decode(&r.encode(n.tag ^ 1), &n),
+            Decoded::Foreign(n.tag ^ 1)
+        );
+        assert_eq!(r.hosts_of(b"sparse"), Some(&[3, 1000][..]));
+        assert_eq!(r.hosts_of(b"other"), None);
+    }
+
+    #[test]
+    fn a_thousand_hosts_and_a_few_names_fit() {
+        let all: Vec<u16> = (0..1024).collect();
+        let name = "x".repeat(60);
+        let mut r = Record {
+            ino: 1,
+            names: vec![entry(&name, &all)],
+            old_format: false,
+        };
+        // 22 + 61 + 130 bytes.
+        assert_eq!(r.encode(0).len(), 213);
+        // Three more names with sets of their own still fit; a fifth does not.
+        for i in 0..3 {
+            let mut hosts = all.clone();
+            hosts.remove(i);
+            r.names.push(entry(format!("{name}{i}"), &hosts));
+        }
+        assert!(r.fits(0), "{}", r.encode(0).len());
+        r.names.push(entry(format!("{name}4"), &all[4..]));
+        assert!(!r.fits(0));
+        // Names sharing a set cost their bytes and one.
+        r.names.pop();
+        let before = r.encode(0).len();
+        r.names.push(entry("y", &r.names[3].hosts.clone()));
+        assert_eq!(r.encode(0).len(), before + 3);
+    }
+
+    #[test]
+    fn merge_keeps_every_name_and_every_deletion() {
         let prev = Record {
             ino: 7,
-            name: b"foo".to_vec(),
-            hosts: vec!["server".into(), "host1".into(), "host2".into()],
+            names: vec![entry("foo", &[0, 1, 2])],
+            old_format: false,
         };
-        // host2 deleted it; host3 is new and got it: host2 stays named.
-        let next = Record::after(Some(&prev), 7, b"foo", ["server", "host3"]).unwrap();
-        assert_eq!(next.hosts, ["server", "host1", "host2", "host3"]);
+        // host2 deleted foo; host3 is new and got it: host2 stays.
+        let next = Record::after(Some(&prev), 7, b"foo", [0, 3]).unwrap();
+        assert_eq!(next.names, [entry("foo", &[0, 1, 2, 3])]);
         // Nothing new: nothing to write.
-        assert_eq!(Record::after(Some(&prev), 7, b"foo", ["host1"]), None);
-        // A record about another inode or name counts as none.
-        let other = Record::after(Some(&prev), 8, b"foo", ["host1"]).unwrap();
-        assert_eq!(other.hosts, ["host1"]);
-        let renamed = Record::after(Some(&prev), 7, b"bar", ["host1"]).unwrap();
+        assert_eq!(Record::after(Some(&prev), 7, b"foo", [1]), None);
+        // A second name of the inode is added beside the first, which stays whole.
+        let both = Record::after(Some(&prev), 7, b"foo-copy", [1, 2]).unwrap();
         assert_eq!(
-            (renamed.name.as_slice(), renamed.hosts.len()),
-            (&b"bar"[..], 1)
+            both.names,
+            [entry("foo", &[0, 1, 2]), entry("foo-copy", &[1, 2])]
         );
+        // A record about another inode counts as none.
+        let other = Record::after(Some(&prev), 8, b"foo", [1]).unwrap();
+        assert_eq!(other.names, [entry("foo", &[1])]);
         // No record yet: always written, even with the source alone.
         assert_eq!(
-            Record::after(None, 7, b"foo", ["server"]).unwrap().hosts,
-            ["server"]
+            Record::after(None, 7, b"foo", [0]).unwrap().names,
+            [entry("foo", &[0])]
+        );
+    }
+
+    #[test]
+    fn old_records_are_read_and_upgraded() {
+        let n = numbers(&["server", "host1", "host2"]);
+        let v1 = b"distlink1\x0042\x00foo\x00server\x00host2\x00gone-host";
+        let Decoded::Record(r) = Record::decode(v1, &n) else {
+            panic!("not read");
+        };
+        assert_eq!((r.ino, r.old_format), (42, true));
+        assert_eq!(r.names, [entry("foo", &[0, 2])]);
+        // Nothing new, but written again in the new format.
+        let next = Record::after(Some(&r), 42, b"foo", [0]).unwrap();
+        assert!(!next.old_format);
+        assert_eq!(
+            Record::decode(&next.encode(n.tag), &n),
+            Decoded::Record(next)
         );
     }
 
     #[test]
     fn foreign_values_are_no_record() {
-        assert_eq!(Record::decode(b""), None);
-        assert_eq!(Record::decode(b"distlink2\x001\x00x"), None);
-        assert_eq!(Record::decode(b"distlink1\x00notanumber\x00x"), None);
-        assert_eq!(Record::decode(b"distlink1\x001"), None);
-        assert_eq!(Record::decode(b"distlink1\x001\x00x\x00\xff"), None);
+        let n = numbers(&["a"]);
+        for v in [
+            &b""[..],
+            b"distlink3\x001\x00x",
+            b"distlink1\x00notanumber\x00x",
+            b"distlink1\x001",
+            b"distlink1\x001\x00x\x00\xff",
+            b"distlink2",
+        ] {
+            assert_eq!(Record::decode(v, &n), Decoded::None, "{v:?}");
+        }
     }
 }

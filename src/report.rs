@@ -37,6 +37,27 @@ fn hint(e: Errno) -> &'static str {
     }
 }
 
+/// At most this many host names in one line; the rest are counted.
+const LISTED: usize = 16;
+
+/// `a, b, c` or, past [`LISTED`] names, `a, b, … and 1007 more (1023 hosts)`.
+pub fn host_list<S: AsRef<str>>(hosts: &[S]) -> String {
+    let mut out = hosts
+        .iter()
+        .take(LISTED)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if hosts.len() > LISTED {
+        out.push_str(&format!(
+            " and {} more ({} hosts)",
+            hosts.len() - LISTED,
+            hosts.len()
+        ));
+    }
+    out
+}
+
 /// Logs (and, in [`Style::Print`], prints) what one fan-out did.
 pub fn report(o: &Outcome, style: Style) {
     let src = &o.src_name;
@@ -68,6 +89,22 @@ pub fn report(o: &Outcome, style: Style) {
         log::debug!("{src}/{name}: changed within the settle time; waiting until it is quiet");
         return;
     }
+    if let Some(tag) = f.record_foreign {
+        log::error!(
+            "{src}/{name}: its record was written under another host numbering (tag {tag:08x}); \
+             who deleted it cannot be told, so it is linked nowhere. Restore the host numbers \
+             file, or remove the record (setfattr -x user.distlink) to treat it as new"
+        );
+        return;
+    }
+    if f.record_full {
+        log::error!(
+            "{src}/{name}: not fanned out: its inode's record has no room for another name \
+             (more than {} bytes); hosts that deleted its other names keep them deleted",
+            crate::record::MAX_RECORD
+        );
+        return;
+    }
     if let Some(e) = &f.record_unreadable {
         log::warn!("{src}/{name}: cannot read its record ({e}); linking into every host");
     }
@@ -90,7 +127,7 @@ pub fn report(o: &Outcome, style: Style) {
         return;
     }
     if !f.linked.is_empty() {
-        let list = f.linked.join(", ");
+        let list = host_list(&f.linked);
         match (style, o.dry_run) {
             (Style::Log, _) => log::info!(
                 target: crate::logging::FANOUT,

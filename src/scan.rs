@@ -21,7 +21,7 @@ pub struct Unreadable {
 
 /// Reads every host directory: regular files whose names `rules` allow.
 pub fn scan(hosts: &HostSet, rules: &NameRules) -> (Census, Vec<Unreadable>) {
-    let mut census = Census::new();
+    let mut census = Census::new(hosts.len());
     let mut unreadable = Vec::new();
     for (i, host) in hosts.iter().enumerate() {
         let failed = |error| Unreadable {

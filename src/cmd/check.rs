@@ -4,15 +4,24 @@
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanotify::Watch;
+use crate::host_numbers::HostNumbers;
 use crate::hosts::HostSet;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Everything `run` needs, tried for real: the configuration, the host directories, the
 /// fanotify group in FID mode and the filesystem mark (which needs CAP_SYS_ADMIN).
 /// Returns a one-paragraph summary when `run` would start.
 pub fn check(config_path: &Path) -> Result<String, Error> {
     let config = Config::load(config_path)?;
-    let hosts = HostSet::open(&config)?;
+    // Read only: hosts new to the file get their numbers when `run` starts.
+    let mut numbers = HostNumbers::read(&config.host_numbers)?;
+    let new = numbers
+        .add(config.hosts.iter().map(|h| h.name.as_str()))
+        .ok_or_else(|| crate::host_numbers::NumbersError::Full {
+            path: config.host_numbers.clone(),
+        })?;
+    let hosts = HostSet::open(&config, &Arc::new(numbers))?;
     hosts.check_records()?;
     // Opening the group and marking proves kernel support and privileges; dropping it
     // removes the mark again.
@@ -47,8 +56,14 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     }
     out.push_str(&format!(
         "\nfanotify: FID mode (FAN_REPORT_DFID_NAME) and filesystem mark: ok, {queue}\n\
-         records: user.distlink extended attributes: ok\n\
-         linking as: {user}"
+         records: user.distlink extended attributes: ok; host numbers: {} ({})\n\
+         linking as: {user}",
+        config.host_numbers.display(),
+        if new.is_empty() {
+            "every host numbered".to_owned()
+        } else {
+            format!("{} to number at start-up", new.len())
+        }
     ));
     Ok(out)
 }

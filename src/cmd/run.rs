@@ -12,6 +12,7 @@ use crate::display::Name;
 use crate::error::Error;
 use crate::event;
 use crate::fanotify::Watch;
+use crate::host_numbers::HostNumbers;
 use crate::hosts::{HostSet, open_host};
 use crate::link::{Candidate, Outcome, Trigger};
 use crate::pool::{Job, Pool, Reply};
@@ -104,7 +105,13 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         })?;
         config.user = Some(run_as);
     }
-    let hosts = Arc::new(HostSet::open(&config)?);
+    // Every configured host gets its durable record number before any record is read
+    // (written to disk first when a host is new; see host_numbers.rs).
+    let numbers = Arc::new(HostNumbers::assign(
+        &config.host_numbers,
+        config.hosts.iter().map(|h| h.name.as_str()),
+    )?);
+    let hosts = Arc::new(HostSet::open(&config, &numbers)?);
     hosts.check_records()?;
 
     // 2. The status file, opened as root (the daemon keeps writing it whatever user it
@@ -287,7 +294,7 @@ impl Daemon {
         log::info!(
             "watching {} hosts ({}); {} workers, settle {:?}",
             self.hosts.len(),
-            names.join(" "),
+            crate::report::host_list(&names),
             self.config.workers,
             self.config.settle
         );
@@ -492,7 +499,12 @@ impl Daemon {
                     .collect();
                 // With every directory gone there is no filesystem to compare: the running
                 // mark stays, and directories that come back are checked against it.
-                let hosts = HostSet::open_except(&config, &vanished)?.or_filesystem_of(&self.hosts);
+                let numbers = Arc::new(HostNumbers::assign(
+                    &config.host_numbers,
+                    config.hosts.iter().map(|h| h.name.as_str()),
+                )?);
+                let hosts = HostSet::open_except(&config, &vanished, &numbers)?
+                    .or_filesystem_of(&self.hosts);
                 // A new filesystem needs a new mark; the old group goes when the new one is in.
                 let watch = if !self.watch.covers(hosts.dev) {
                     Some(Watch::open(&hosts, config.unlimited_queue)?)
@@ -527,14 +539,14 @@ impl Daemon {
                 if !removed.is_empty() {
                     log::info!(
                         "hosts removed (their directories are left as they are): {}",
-                        removed.join(", ")
+                        crate::report::host_list(&removed)
                     );
                 }
                 let added_any = !added.is_empty();
                 if added_any {
                     log::info!(
                         "hosts added: {}; they get every file in the pool",
-                        added.join(", ")
+                        crate::report::host_list(&added)
                     );
                 }
                 self.hosts = Arc::new(hosts);
@@ -584,7 +596,7 @@ impl Daemon {
     /// is there now (events merge; reality decides).
     fn host_dir_changed(&mut self, i: usize) {
         let hc = self.config.hosts[i].clone();
-        match open_host(&hc) {
+        match open_host(&hc, &self.hosts.numbers) {
             Ok((host, dev, mount_id)) => {
                 let current = self
                     .hosts

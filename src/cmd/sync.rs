@@ -34,7 +34,11 @@ pub const EXIT_INCOMPLETE: i32 = 75;
 /// Every line is printed here, from this thread. Returns the totals line.
 pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let config = Config::load(config_path)?;
-    let hosts = Arc::new(HostSet::open(&config)?);
+    let numbers = crate::host_numbers::HostNumbers::assign(
+        &config.host_numbers,
+        config.hosts.iter().map(|h| h.name.as_str()),
+    )?;
+    let hosts = Arc::new(HostSet::open(&config, &Arc::new(numbers))?);
     hosts.check_records()?;
     let pool =
         Pool::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;

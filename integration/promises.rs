@@ -1,0 +1,139 @@
+//! The two promises, tried as a hostile client and an admin would (issue 11): a
+//! completed download reaches every host that did not delete it, and a host's deletion
+//! is never undone.
+
+use crate::util::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+/// A second hardlink and a rename inside one host are names of their own: they are
+/// fanned out and recorded beside the first, and what another host deleted stays
+/// deleted across restarts. (The record used to hold one name per inode: the new name
+/// replaced it, and every restart brought back the deleted name, alternating.)
+#[test]
+fn second_names_never_bring_back_a_deletion() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("second-names");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, "settle: 300ms\nworkers: 1\n");
+    let d = Daemon::start(&scratch, &config);
+    portage_download(&hosts[0], "foo.tar.gz", b"foo");
+    portage_download(&hosts[0], "bar.tar.gz", b"bar");
+    for n in ["foo.tar.gz", "bar.tar.gz"] {
+        assert!(wait_linked(&hosts, 0, n));
+        assert!(wait_until(DEADLINE, || recorded_hosts(&hosts[0].join(n))
+            .len()
+            == 3));
+    }
+    // host2 cleans both; host1 hardlinks foo and renames bar.
+    fs::remove_file(hosts[2].join("foo.tar.gz")).unwrap();
+    fs::remove_file(hosts[2].join("bar.tar.gz")).unwrap();
+    fs::hard_link(
+        hosts[1].join("foo.tar.gz"),
+        hosts[1].join("foo-copy.tar.gz"),
+    )
+    .unwrap();
+    fs::rename(
+        hosts[1].join("bar.tar.gz"),
+        hosts[1].join("bar-renamed.tar.gz"),
+    )
+    .unwrap();
+    for n in ["foo-copy.tar.gz", "bar-renamed.tar.gz"] {
+        assert!(wait_linked(&hosts, 1, n), "{n} not fanned out");
+        assert!(wait_until(DEADLINE, || recorded_hosts(&hosts[0].join(n))
+            .len()
+            == 3));
+    }
+    // Both names of each inode are in its record.
+    let r = record(&hosts[0].join("foo.tar.gz")).unwrap();
+    assert_eq!(r.hosts_of(b"foo.tar.gz").map(<[u16]>::len), Some(3));
+    assert_eq!(r.hosts_of(b"foo-copy.tar.gz").map(<[u16]>::len), Some(3));
+    assert!(d.stop().success());
+
+    for round in 0..3 {
+        let d = Daemon::start(&scratch, &config);
+        assert!(d.wait_log("reconcile (start-up) done"));
+        for (host, name) in [(2, "foo.tar.gz"), (2, "bar.tar.gz"), (1, "bar.tar.gz")] {
+            assert!(
+                !exists(&hosts[host].join(name)),
+                "round {round}: host{host}/{name} was brought back"
+            );
+        }
+        assert!(exists(&hosts[0].join("bar.tar.gz")));
+        assert!(linked_everywhere(
+            &hosts[0].join("foo.tar.gz"),
+            &hosts[..2],
+            "foo.tar.gz".as_ref()
+        ));
+        assert!(d.stop().success());
+    }
+}
+
+/// One record holds 1,024 hosts and a few names on every filesystem distlink supports,
+/// ext4 with 1 KiB blocks (one block for all of an inode's attributes) among them. A
+/// name the record has no room for is not fanned out, and says so.
+#[test]
+fn records_for_1024_hosts_fit_ext4_with_1k_blocks_xfs_and_tmpfs() {
+    if !require_root() {
+        return;
+    }
+    let mut kinds = vec![("tmpfs", Scratch::tmpfs("records-1024"))];
+    if require_tool("mkfs.ext4") {
+        kinds.push(("ext4 -b 1024", Scratch::ext4_1k("records-1024")));
+    }
+    if require_tool("mkfs.xfs") {
+        kinds.push(("xfs", Scratch::xfs("records-1024")));
+    }
+    for (kind, scratch) in kinds {
+        let hosts = scratch.hosts(1024);
+        let config = scratch.config_for(&hosts, "settle: 300ms\n");
+        let d = Daemon::start(&scratch, &config);
+        // Names of 200 bytes: the first entry takes 22 + 201 + 130 bytes, each further
+        // name held by the same hosts 203: three fit in 800 bytes, a fourth does not.
+        let name = |i: usize| format!("{i}{}", "n".repeat(199));
+        portage_download(&hosts[5], name(0), b"one inode, many names");
+        assert!(wait_linked(&hosts, 5, name(0)), "{kind}: not linked");
+        for i in 1..=3 {
+            fs::hard_link(hosts[5].join(name(0)), hosts[5].join(name(i))).unwrap();
+        }
+        for i in 1..=2 {
+            assert!(wait_linked(&hosts, 5, name(i)), "{kind}: {i} not linked");
+        }
+        assert!(
+            d.wait_log("has no room for another name"),
+            "{kind}: {}",
+            d.log()
+        );
+        assert!(
+            !exists(&hosts[0].join(name(3))),
+            "{kind}: linked without a record"
+        );
+        let r = record(&hosts[5].join(name(0))).expect("a record");
+        for i in 0..=2 {
+            assert_eq!(
+                r.hosts_of(name(i).as_bytes()).map(<[u16]>::len),
+                Some(1024),
+                "{kind}: {i}"
+            );
+        }
+        assert_eq!(r.hosts_of(name(3).as_bytes()), None);
+        assert!(
+            xattr(&hosts[5].join(name(0)), "user.distlink")
+                .unwrap()
+                .len()
+                <= distlink::record::MAX_RECORD
+        );
+        assert_eq!(
+            fs::metadata(hosts[0].join(name(0))).unwrap().nlink(),
+            3 * 1024 + 1
+        );
+        assert!(d.stop().success());
+    }
+}
