@@ -137,3 +137,69 @@ fn records_for_1024_hosts_fit_ext4_with_1k_blocks_xfs_and_tmpfs() {
         assert!(d.stop().success());
     }
 }
+
+/// Links that fail for lack of space are tried again with backoff until they succeed,
+/// and the number waiting is in the status; a host that deletes the file meanwhile does
+/// not get it back. (tmpfs counts every link against `nr_inodes`, so a full inode table
+/// refuses links with ENOSPC.)
+#[test]
+fn links_that_fail_for_lack_of_space_are_retried_until_they_succeed() {
+    if !require_root() {
+        return;
+    }
+    let mut scratch = Scratch::new("retry-enospc");
+    scratch.mount_tmpfs_with("fs", "size=64m,nr_inodes=64");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    let d = Daemon::start(&scratch, &config);
+    let status = scratch.root.join("run/status");
+    // Fill the inode table, then free two: one for the download, one for one link.
+    let mut fillers = Vec::new();
+    for i in 0.. {
+        let p = scratch.fs().join(format!("filler{i}"));
+        if fs::write(&p, b"").is_err() {
+            break;
+        }
+        fillers.push(p);
+    }
+    for p in fillers.drain(..2) {
+        fs::remove_file(p).unwrap();
+    }
+    portage_download(&hosts[0], "big.tar.gz", b"payload");
+    assert!(d.wait_log("failed to link host0/big.tar.gz"), "{}", d.log());
+    assert!(wait_until(DEADLINE, || fs::read_to_string(&status)
+        .is_ok_and(|s| s.contains("\nretrying=1\n"))));
+    // Whichever host got the one link cleans it (eclean-dist), freeing an inode.
+    let (got, lacks) = if exists(&hosts[1].join("big.tar.gz")) {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    // tmpfs counts extended attributes against the same table: the record could not be
+    // written either, so only the retry remembers that host{got} held the file.
+    assert!(d.wait_log("cannot record the fan-out"));
+    fs::remove_file(hosts[got].join("big.tar.gz")).unwrap();
+    for p in fillers.drain(..) {
+        fs::remove_file(p).unwrap();
+    }
+    let reference = hosts[0].join("big.tar.gz");
+    assert!(
+        wait_until(DEADLINE, || linked_everywhere(
+            &reference,
+            &hosts[lacks..=lacks],
+            "big.tar.gz".as_ref()
+        )),
+        "not retried: {}",
+        d.log()
+    );
+    assert!(wait_until(DEADLINE, || fs::read_to_string(&status)
+        .is_ok_and(|s| s.contains("\nretrying=0\n"))));
+    assert!(d.wait_log("(retry): linked into"));
+    assert!(d.stop().success());
+    // Nor does a restart bring back what host{got} deleted.
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(!exists(&hosts[got].join("big.tar.gz")));
+    assert_eq!(recorded_hosts(&reference).len(), 3);
+    assert!(d.stop().success());
+}

@@ -34,6 +34,7 @@ pub mod privs;
 pub mod reconcile;
 pub mod record;
 pub mod report;
+pub mod retry;
 pub mod scan;
 pub mod sd_notify;
 pub mod signals;

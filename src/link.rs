@@ -27,6 +27,8 @@ pub enum Trigger {
     Settled,
     /// Found by a reconcile (start-up, overflow, host added, `distlink sync`).
     Scan,
+    /// Tried again after a failure (see `retry.rs`).
+    Retry,
 }
 
 impl Trigger {
@@ -35,6 +37,7 @@ impl Trigger {
             Trigger::Renamed => "renamed",
             Trigger::Settled => "settled",
             Trigger::Scan => "reconcile",
+            Trigger::Retry => "retry",
         }
     }
 }
@@ -112,7 +115,7 @@ pub struct FanOut {
     /// The record would outgrow [`crate::record::MAX_RECORD`] with this name (a client
     /// piled up names for one inode): nothing linked, so no deletion can be lost.
     pub record_full: bool,
-    /// The record could not be written.
+    /// The record could not be written (it is kept in memory meanwhile).
     pub record_unwritable: Option<String>,
 }
 
@@ -274,7 +277,8 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
             None
         }
     };
-    let recorded = record
+    let record = unwritten::merged(record, st);
+    let recorded: &[u16] = record
         .as_ref()
         .and_then(|r| r.hosts_of(&c.name))
         .unwrap_or_default();
@@ -334,9 +338,56 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
     }
     if !c.dry_run
         && let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, holders)
-        && let Err(e) = crate::record::write(file.as_fd(), &next, numbers.tag)
     {
-        out.record_unwritable = Some(e.to_string());
+        match crate::record::write(file.as_fd(), &next, numbers.tag) {
+            Ok(()) => unwritten::written(st),
+            Err(e) => {
+                out.record_unwritable = Some(e.to_string());
+                unwritten::keep(next, st);
+            }
+        }
     }
     out
+}
+
+/// Records the filesystem refused (ENOSPC, EDQUOT, EROFS), kept in memory until one
+/// can be written, so that a deletion made meanwhile is not undone by the next fan-out
+/// of the inode (a retry, a reconcile, another name). Keyed by inode number; an entry
+/// counts only while the inode's size and mtime are the ones it was kept with (a freed
+/// and reused inode number is another file). Used under the inode's stripe lock.
+mod unwritten {
+    use crate::record::Record;
+    use nix::sys::stat::FileStat;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    type Fingerprint = (i64, i64, i64);
+
+    static KEPT: Mutex<Option<HashMap<u64, (Fingerprint, Record)>>> = Mutex::new(None);
+
+    fn fingerprint(st: &FileStat) -> Fingerprint {
+        (st.st_size, st.st_mtime, st.st_mtime_nsec)
+    }
+
+    /// The record on disk merged with one kept for this inode.
+    pub fn merged(on_disk: Option<Record>, st: &FileStat) -> Option<Record> {
+        let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        match kept.as_ref().and_then(|m| m.get(&st.st_ino)) {
+            Some((fp, r)) if *fp == fingerprint(st) => Some(Record::merge(on_disk, r)),
+            _ => on_disk,
+        }
+    }
+
+    pub fn keep(record: Record, st: &FileStat) {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        kept.get_or_insert_with(HashMap::new)
+            .insert(st.st_ino, (fingerprint(st), record));
+    }
+
+    pub fn written(st: &FileStat) {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = kept.as_mut() {
+            m.remove(&st.st_ino);
+        }
+    }
 }

@@ -171,6 +171,26 @@ impl Record {
             .map(|e| e.hosts.as_slice())
     }
 
+    /// Both records in one: every name of either, each with the hosts of both (`b`
+    /// counts only if it is about the same inode as `a`, or `a` is `None`).
+    pub fn merge(a: Option<Record>, b: &Record) -> Record {
+        let Some(mut out) = a.filter(|a| a.ino == b.ino) else {
+            return b.clone();
+        };
+        for e in &b.names {
+            match out.names.iter_mut().find(|o| o.name == e.name) {
+                Some(o) => {
+                    o.hosts.extend(&e.hosts);
+                    o.hosts.sort_unstable();
+                    o.hosts.dedup();
+                }
+                None => out.names.push(e.clone()),
+            }
+        }
+        out.old_format |= b.old_format;
+        out
+    }
+
     /// The merge rule: the record to write after inode `ino` was fanned out under `name`
     /// and `holders` (host numbers) now hold it. Every entry of `prev` stays, with every
     /// host in it (a host lacking a recorded name deleted it on purpose, and must stay
@@ -416,6 +436,25 @@ mod tests {
             Record::after(None, 7, b"foo", [0]).unwrap().names,
             [entry("foo", &[0])]
         );
+    }
+
+    #[test]
+    fn two_records_merge_into_every_name_and_host() {
+        let disk = Record {
+            ino: 7,
+            names: vec![entry("foo", &[0, 1])],
+            old_format: false,
+        };
+        let kept = Record {
+            ino: 7,
+            names: vec![entry("foo", &[2]), entry("bar", &[1])],
+            old_format: false,
+        };
+        let m = Record::merge(Some(disk.clone()), &kept);
+        assert_eq!(m.names, [entry("foo", &[0, 1, 2]), entry("bar", &[1])]);
+        assert_eq!(Record::merge(None, &kept), kept);
+        let other = Record { ino: 8, ..disk };
+        assert_eq!(Record::merge(Some(other), &kept), kept);
     }
 
     #[test]

@@ -117,9 +117,9 @@ pub fn report(o: &Outcome, style: Style) {
     for (dst, e) in &f.failed {
         log::error!(
             host = &**dst, file:% = name;
-            "failed to link {src}/{name} -> {dst}/{name}: {e}: {}{}",
-            e.desc(),
-            hint(*e)
+            "failed to link {src}/{name} -> {dst}/{name}: {e}{}{}",
+            hint(*e),
+            if style == Style::Log { "; tried again later" } else { "" }
         );
     }
     if f.vanished {
@@ -140,7 +140,14 @@ pub fn report(o: &Outcome, style: Style) {
         }
     }
     if let Some(e) = &f.record_unwritable {
-        log::error!("{src}/{name}: cannot record the fan-out (user.distlink): {e}");
+        log::error!(
+            "{src}/{name}: cannot record the fan-out (user.distlink): {e}{}",
+            if style == Style::Log {
+                "; tried again later"
+            } else {
+                ""
+            }
+        );
     }
 }
 

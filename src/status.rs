@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub overflows: u64,
     /// Files written under their final name, waiting for their quiet period.
     pub settling: u64,
+    /// Failed fan-outs waiting for another try (see `retry.rs`).
+    pub retrying: u64,
     pub reconciles: u64,
     pub pool_files: u64,
     pub pool_bytes: u64,
@@ -102,7 +104,7 @@ impl Snapshot {
         }
         let _ = writeln!(
             s,
-            "files={}\nlinks={}\nconflicts={}\nerrors={}\nskipped={}\noverflows={}\nsettling={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
+            "files={}\nlinks={}\nconflicts={}\nerrors={}\nskipped={}\noverflows={}\nsettling={}\nretrying={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
             self.files,
             self.links,
             self.conflicts,
@@ -110,6 +112,7 @@ impl Snapshot {
             self.skipped,
             self.overflows,
             self.settling,
+            self.retrying,
             self.reconciles,
             self.pool_files,
             self.pool_bytes,
@@ -155,6 +158,7 @@ impl Snapshot {
         s.skipped = n("skipped");
         s.overflows = n("overflows");
         s.settling = n("settling");
+        s.retrying = n("retrying");
         s.reconciles = n("reconciles");
         s.pool_files = n("pool_files");
         s.pool_bytes = n("pool_bytes");
@@ -206,6 +210,12 @@ impl Snapshot {
             "gauge",
             "Files written under their final name, waiting for their quiet period.",
             self.settling,
+        );
+        metric(
+            "retrying",
+            "gauge",
+            "Failed fan-outs waiting for another try.",
+            self.retrying,
         );
         metric(
             "reconciles_total",
@@ -463,6 +473,7 @@ mod tests {
             skipped: 7,
             overflows: 8,
             settling: 13,
+            retrying: 14,
             reconciles: 9,
             pool_files: 10,
             pool_bytes: 11,
@@ -474,6 +485,7 @@ mod tests {
         assert_eq!(back.hosts[1].1, "/d/b\nc");
         assert_eq!(back.pool_bytes, 11);
         assert_eq!(back.settling, 13);
+        assert_eq!(back.retrying, 14);
         assert_eq!(back.last_reconcile_summary, "done in 1s");
         let p = s.prometheus();
         assert!(p.contains("distlink_links_total 4\n"));

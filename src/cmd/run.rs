@@ -18,6 +18,7 @@ use crate::link::{Candidate, Outcome, Trigger};
 use crate::pool::{Job, Pool, Reply};
 use crate::reconcile::{Request, Summary};
 use crate::report::{Counters, Style, report};
+use crate::retry::{Retries, Verdict};
 use crate::sd_notify::notify;
 use crate::signals::{Control, Signals};
 use crate::status::{StatusFile, TextFile};
@@ -63,10 +64,20 @@ struct Daemon {
     reconcile: Option<Reconcile>,
     /// Why another reconcile is needed once the running one ends.
     rescan: Option<String>,
-    /// Files a reconcile found changed within the settle time, for the settle tracker.
-    defer_tx: Sender<Key>,
-    defer_rx: Receiver<Key>,
+    /// What a reconcile's outcomes leave to the event loop.
+    followup_tx: Sender<Followup>,
+    followup_rx: Receiver<Followup>,
+    /// Failed fan-outs waiting for another try.
+    retries: Retries,
     progress: Progress,
+}
+
+/// What a reconcile's outcome leaves to the event loop.
+enum Followup {
+    /// Changed within the settle time: to the settle tracker.
+    Settle(Key),
+    /// Failed: to the retries.
+    Retry(Key),
 }
 
 /// A reconcile in progress.
@@ -197,13 +208,14 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     let wake = Arc::new(wake);
     let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded();
 
-    let (defer_tx, defer_rx) = crossbeam_channel::unbounded();
+    let (followup_tx, followup_rx) = crossbeam_channel::unbounded();
     let mut daemon = Daemon {
         parents: crate::hosts::parent_keys(&config),
         reconcile: None,
         rescan: None,
-        defer_tx,
-        defer_rx,
+        followup_tx,
+        followup_rx,
+        retries: Retries::default(),
         progress: Progress {
             started: crate::status::now(),
             ..Progress::default()
@@ -313,6 +325,9 @@ impl Daemon {
             if let Some(d) = self.settle.next_deadline() {
                 deadline = deadline.min(d);
             }
+            if let Some(d) = self.retries.next_deadline() {
+                deadline = deadline.min(d);
+            }
             if self.reconcile.is_some() {
                 deadline = deadline.min(Instant::now() + RECONCILE_TICK);
             }
@@ -342,8 +357,9 @@ impl Daemon {
                     Control::Reload => self.reload(),
                 }
             }
-            self.take_deferred();
+            self.take_followups();
             self.finish_settled();
+            self.retry_due();
             self.check_reconcile();
             crate::logging::flush_burst();
             if self
@@ -459,9 +475,23 @@ impl Daemon {
 
     /// Logs and counts what the workers did with live fan-outs.
     fn take_outcomes(&mut self) {
+        let now = Instant::now();
         for o in self.outcomes.try_iter() {
             report(&o, Style::Log);
             self.counters.add(&o);
+            self.retries.note(&o, now);
+        }
+    }
+
+    /// Failed fan-outs whose wait is over: try them again.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        for (host, name) in self.retries.due(now) {
+            match self.hosts.find(host) {
+                Some(i) => self.submit(i, name, Trigger::Retry),
+                // Its directory is gone for now.
+                None => self.retries.postpone(&(host, name), now),
+            }
         }
     }
 
@@ -653,7 +683,7 @@ impl Daemon {
             self.pool.sender(),
             Arc::clone(&cancel),
             Arc::clone(&self.counters),
-            self.defer_tx.clone(),
+            self.followup_tx.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("reconcile".into())
@@ -661,9 +691,12 @@ impl Daemon {
                 crate::reconcile::run(&request, &jobs, &flag, &mut |o| {
                     report(o, Style::Log);
                     counters.add(o);
-                    // May still be written: to the event loop's settle tracker.
+                    // May still be written: to the event loop's settle tracker; failed: to
+                    // its retries.
                     if o.fan_out().is_some_and(|f| f.deferred) {
-                        let _ = defer.send((o.src, o.name.clone()));
+                        let _ = defer.send(Followup::Settle((o.src, o.name.clone())));
+                    } else if crate::retry::verdict(o) == Verdict::Again {
+                        let _ = defer.send(Followup::Retry((o.src, o.name.clone())));
                     }
                 })
             });
@@ -728,6 +761,7 @@ impl Daemon {
             skipped: c.skipped.load(Ordering::Relaxed),
             overflows: self.overflows,
             settling: self.settle.len() as u64,
+            retrying: self.retries.len() as u64,
             reconciles: self.progress.reconciles,
             pool_files: self.progress.pool_files,
             pool_bytes: self.progress.pool_bytes,
@@ -755,15 +789,23 @@ impl Daemon {
         }
     }
 
-    /// Files a reconcile found still changing: they go through the settle rule.
-    fn take_deferred(&mut self) {
+    /// Files a reconcile found still changing go through the settle rule; failed ones
+    /// are tried again.
+    fn take_followups(&mut self) {
         let now = Instant::now();
-        while let Ok((host, name)) = self.defer_rx.try_recv() {
-            let state = self
-                .hosts
-                .find(host)
-                .and_then(|i| self.hosts.file_state(i, &name));
-            self.settle.touch(host, &name, now, state);
+        while let Ok(f) = self.followup_rx.try_recv() {
+            match f {
+                Followup::Settle((host, name)) => {
+                    let state = self
+                        .hosts
+                        .find(host)
+                        .and_then(|i| self.hosts.file_state(i, &name));
+                    self.settle.touch(host, &name, now, state);
+                }
+                Followup::Retry((host, name)) => {
+                    self.retries.apply(host, &name, Verdict::Again, now)
+                }
+            }
         }
     }
 }

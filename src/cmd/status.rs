@@ -109,6 +109,11 @@ pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
         "settling: {} files written under their final name, waiting to be quiet",
         s.settling
     );
+    let _ = writeln!(
+        out,
+        "retrying: {} failed fan-outs waiting for another try",
+        s.retrying
+    );
     let _ = write!(out, "last reconcile: {}", when(s.last_reconcile));
     if !s.last_reconcile_summary.is_empty() {
         let _ = write!(out, ": {}", s.last_reconcile_summary);
