@@ -63,13 +63,23 @@ fn every_kind_of_config_error_has_its_message() {
         &["missing field `hosts`"],
     );
     refused(&s, "empty file", "", &["empty"]);
+    // A missing directory is a warning: distlink starts without it (issue 11.3).
+    let (code, text) = check(&s.config(&format!("hosts:\n  a: {a}\n  b: {f}/nope\n")));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "warning: host b: {f}/nope does not exist; distlink starts without it"
+        )),
+        "{text}"
+    );
+    let (code, text) = check(&s.config(&format!("hosts:\n  a: {a}\n  b: {f}/typo/b\n")));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("and neither does its parent (a typo?)"), "{text}");
     refused(
         &s,
-        "missing dir",
-        &format!("hosts:\n  a: {a}\n  b: {f}/nope\n"),
-        &[&format!(
-            "{cfg}:3:6: host b: directory {f}/nope does not exist"
-        )],
+        "no directory at all",
+        &format!("hosts:\n  a: {f}/nope1\n  b: {f}/nope2\n"),
+        &["none of the host directories exists"],
     );
     refused(
         &s,
@@ -143,10 +153,11 @@ fn every_kind_of_config_error_has_its_message() {
         ],
     );
     // Several problems at once are all reported, each with its place.
+    fs::write(fs_.join("file2"), b"").unwrap();
     refused(
         &s,
         "several",
-        &format!("hosts:\n  a: {f}/nope1\n  b: {f}/nope2\n"),
+        &format!("hosts:\n  a: {f}/file\n  b: {f}/file2\n"),
         &["(2 problems)", ":2:6: host a:", ":3:6: host b:"],
     );
 
@@ -195,14 +206,14 @@ fn every_kind_of_config_error_has_its_message() {
     );
 
     // `run` refuses the same way, before READY=1.
-    let bad = s.config(&format!("hosts:\n  a: {a}\n  b: {f}/nope\n"));
+    let bad = s.config(&format!("hosts:\n  a: {f}/file\n  b: {b}\n"));
     let out = std::process::Command::new(BIN)
         .args(["run", "--config"])
         .arg(&bad)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
 }
 
 #[test]

@@ -203,3 +203,30 @@ fn links_that_fail_for_lack_of_space_are_retried_until_they_succeed() {
     assert_eq!(recorded_hosts(&reference).len(), 3);
     assert!(d.stop().success());
 }
+
+/// A host directory missing at start-up (eclean-dist removed the emptied DISTDIR while
+/// distlink was stopped) no longer keeps the service down: distlink starts with the
+/// others, warns, and links into the directory once it is back.
+#[test]
+fn a_host_directory_missing_at_start_up_is_picked_up_when_it_appears() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("missing-at-start");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    fs::remove_dir(&hosts[2]).unwrap();
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log(&format!(
+        "host host2: directory {} does not exist; starting without it",
+        hosts[2].display()
+    )));
+    portage_download(&hosts[0], "early.tar.gz", b"early");
+    assert!(wait_linked(&hosts[..2], 0, "early.tar.gz"));
+    fs::create_dir(&hosts[2]).unwrap();
+    assert!(d.wait_log("host host2: directory"));
+    assert!(d.wait_log("is back"));
+    portage_download(&hosts[1], "late.tar.gz", b"late");
+    assert!(wait_linked(&hosts, 1, "late.tar.gz"));
+    assert!(d.stop().success());
+}

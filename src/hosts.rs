@@ -211,6 +211,30 @@ fn first_symlink(path: &Path) -> Option<PathBuf> {
     None
 }
 
+fn is_missing(h: &HostConfig) -> bool {
+    h.path
+        .symlink_metadata()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// The hosts of `config` whose directory does not exist (left out of the set).
+pub fn missing(config: &Config) -> Vec<&HostConfig> {
+    config.hosts.iter().filter(|h| is_missing(h)).collect()
+}
+
+/// The error when no host directory of `config` exists: there is no filesystem to
+/// watch (`run` and `check` at start; a running daemon keeps its mark).
+pub fn none_present(config: &Config) -> Error {
+    ConfigError::Invalid {
+        path: config.source.clone(),
+        problems: vec![Problem::new(
+            None,
+            "none of the host directories exists: nothing to watch",
+        )],
+    }
+    .into()
+}
+
 /// Why a host directory could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
@@ -309,26 +333,18 @@ pub fn open_host(h: &HostConfig, numbers: &HostNumbers) -> Result<(Host, u64, i3
 }
 
 impl HostSet {
-    /// Opens every host directory of `config` and checks that hardlinks can work between
-    /// them. Every problem is reported, each with the entry's line and column.
-    pub fn open(config: &Config, numbers: &Arc<HostNumbers>) -> Result<HostSet, Error> {
-        HostSet::open_except(config, &[], numbers)
-    }
-
-    /// Like [`HostSet::open`], but a host named in `vanished` whose directory does not
-    /// exist is left out instead of being an error (a reload while `eclean-dist` has
-    /// removed that host's directory).
+    /// Opens every host directory of `config` that exists and checks that hardlinks can
+    /// work between them. Every problem is reported, each with the entry's line and
+    /// column. A directory that does not exist is left out, not an error (`eclean-dist`
+    /// removes an emptied DISTDIR; a new host's directory may come later): see
+    /// [`missing`]; the daemon picks it up when it appears.
     /// A refusal by the kernel or a sandbox is [`Error::Refused`], never a configuration
     /// error.
-    pub fn open_except(
-        config: &Config,
-        vanished: &[String],
-        numbers: &Arc<HostNumbers>,
-    ) -> Result<HostSet, Error> {
+    pub fn open(config: &Config, numbers: &Arc<HostNumbers>) -> Result<HostSet, Error> {
         let mut problems = Vec::new();
         let mut opened: Vec<(&HostConfig, Host, u64, i32)> = Vec::new();
         for h in &config.hosts {
-            if vanished.contains(&h.name) && h.path.symlink_metadata().is_err() {
+            if is_missing(h) {
                 continue;
             }
             match open_host(h, numbers) {

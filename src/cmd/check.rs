@@ -22,6 +22,10 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
             path: config.host_numbers.clone(),
         })?;
     let hosts = HostSet::open(&config, &Arc::new(numbers))?;
+    let missing = crate::hosts::missing(&config);
+    if hosts.is_empty() {
+        return Err(crate::hosts::none_present(&config));
+    }
     hosts.check_records()?;
     // Opening the group and marking proves kernel support and privileges; dropping it
     // removes the mark again.
@@ -53,6 +57,19 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     );
     for h in hosts.iter() {
         out.push_str(&format!("\n  {}: {}", h.name, h.path.display()));
+    }
+    for h in &missing {
+        let parent = h.path.parent().filter(|p| p.is_dir());
+        out.push_str(&format!(
+            "\n  warning: host {}: {} does not exist{}; distlink starts without it and picks it up when it appears",
+            h.name,
+            h.path.display(),
+            if parent.is_some() {
+                ""
+            } else {
+                " and neither does its parent (a typo?)"
+            }
+        ));
     }
     out.push_str(&format!(
         "\nfanotify: FID mode (FAN_REPORT_DFID_NAME) and filesystem mark: ok, {queue}\n\

@@ -123,6 +123,19 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         config.hosts.iter().map(|h| h.name.as_str()),
     )?);
     let hosts = Arc::new(HostSet::open(&config, &numbers)?);
+    // A host directory missing now (eclean-dist removed an emptied DISTDIR while distlink
+    // was stopped, or it is not made yet) is left out and picked up when it appears.
+    let missing = crate::hosts::missing(&config);
+    if hosts.is_empty() {
+        return Err(crate::hosts::none_present(&config));
+    }
+    for h in missing {
+        log::warn!(
+            "host {}: directory {} does not exist; starting without it, it is picked up when it appears",
+            h.name,
+            h.path.display()
+        );
+    }
     hosts.check_records()?;
 
     // 2. The status file, opened as root (the daemon keeps writing it whatever user it
@@ -519,22 +532,14 @@ impl Daemon {
         let loaded = Config::load(&self.config.source)
             .map_err(Error::from)
             .and_then(|config| {
-                // Hosts whose directory is gone right now stay gone, not an error.
-                let vanished: Vec<String> = self
-                    .config
-                    .hosts
-                    .iter()
-                    .filter(|h| !self.hosts.contains(&h.name))
-                    .map(|h| h.name.clone())
-                    .collect();
+                // Hosts whose directory is missing right now are left out, not an error.
                 // With every directory gone there is no filesystem to compare: the running
                 // mark stays, and directories that come back are checked against it.
                 let numbers = Arc::new(HostNumbers::assign(
                     &config.host_numbers,
                     config.hosts.iter().map(|h| h.name.as_str()),
                 )?);
-                let hosts = HostSet::open_except(&config, &vanished, &numbers)?
-                    .or_filesystem_of(&self.hosts);
+                let hosts = HostSet::open(&config, &numbers)?.or_filesystem_of(&self.hosts);
                 // A new filesystem needs a new mark; the old group goes when the new one is in.
                 let watch = if !self.watch.covers(hosts.dev) {
                     Some(Watch::open(&hosts, config.unlimited_queue)?)
