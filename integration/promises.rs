@@ -230,3 +230,32 @@ fn a_host_directory_missing_at_start_up_is_picked_up_when_it_appears() {
     assert!(wait_linked(&hosts, 1, "late.tar.gz"));
     assert!(d.stop().success());
 }
+
+/// A filesystem mounted over a host directory hides it: the host is treated as gone
+/// (links into the hidden directory would never reach it) until the mount goes away.
+#[test]
+fn a_filesystem_mounted_over_a_host_directory_makes_the_host_gone() {
+    if !require_root() {
+        return;
+    }
+    let mut scratch = Scratch::tmpfs("mounted-over");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    let d = Daemon::start(&scratch, &config);
+    scratch.mount_tmpfs("fs/host2");
+    assert!(d.wait_log("is now another filesystem or mount"), "{}", d.log());
+    portage_download(&hosts[0], "hidden.tar.gz", b"x");
+    assert!(d.wait_log("host0/hidden.tar.gz (renamed): linked into host1\n"));
+    assert!(!exists(&hosts[2].join("hidden.tar.gz")));
+    assert!(
+        std::process::Command::new("umount")
+            .arg(&hosts[2])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(d.wait_log("is back"));
+    // Back on the shared filesystem: the pool is linked in (it never held the file).
+    assert!(wait_linked(&hosts, 0, "hidden.tar.gz"));
+    assert!(d.stop().success());
+}

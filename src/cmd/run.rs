@@ -69,6 +69,11 @@ struct Daemon {
     followup_rx: Receiver<Followup>,
     /// Failed fan-outs waiting for another try.
     retries: Retries,
+    /// `/proc/self/mountinfo`, polled for `POLLPRI`: the mount table changed, so a
+    /// filesystem may have been mounted over a host directory (or unmounted from one).
+    mounts: Option<std::fs::File>,
+    /// Hosts whose path leads off the shared filesystem and mount right now.
+    off_filesystem: std::collections::HashSet<String>,
     progress: Progress,
 }
 
@@ -229,6 +234,10 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         followup_tx,
         followup_rx,
         retries: Retries::default(),
+        mounts: std::fs::File::open("/proc/self/mountinfo")
+            .map_err(|e| log::warn!("cannot watch the mount table (/proc/self/mountinfo): {e}; a filesystem mounted over a host directory goes unnoticed"))
+            .ok(),
+        off_filesystem: Default::default(),
         progress: Progress {
             started: crate::status::now(),
             ..Progress::default()
@@ -346,14 +355,29 @@ impl Daemon {
             }
             let deadline = Some(deadline);
             let timeout = poll_timeout(deadline);
-            let mut fds = [
+            let mounts_fd = self.mounts.as_ref().map(|f| f.as_fd());
+            let mut fds = vec![
                 PollFd::new(self.watch.fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
             ];
+            // Only POLLPRI: the file is always readable.
+            if let Some(fd) = mounts_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLPRI));
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime("poll", e)),
+            }
+            let mounts_changed = fds
+                .get(3)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR));
+            drop(fds);
+            if mounts_changed {
+                for i in 0..self.config.hosts.len() {
+                    self.host_dir_changed(i);
+                }
             }
             self.drain_events(&mut buf)?;
             let _ = self.wake.read();
@@ -642,13 +666,24 @@ impl Daemon {
                     return;
                 }
                 if !self.hosts.fits(dev, mount_id) {
-                    log::error!(
-                        "host {}: {} was re-created on another filesystem or mount; ignored until it is back on the shared one",
-                        hc.name,
-                        hc.path.display()
-                    );
+                    // A filesystem mounted over the directory (or over a parent), or
+                    // the directory re-created elsewhere: links through the old
+                    // descriptor would land in a directory the host no longer sees.
+                    let was_in = self.hosts.contains(&hc.name);
+                    if was_in {
+                        self.hosts = Arc::new(self.hosts.without(&hc.name));
+                    }
+                    if was_in || current.is_none() && !self.off_filesystem.contains(&hc.name) {
+                        log::error!(
+                            "host {}: {} is now another filesystem or mount (mounted over, or re-created elsewhere); the host is treated as gone until the path leads back to the shared filesystem",
+                            hc.name,
+                            hc.path.display()
+                        );
+                    }
+                    self.off_filesystem.insert(hc.name.clone());
                     return;
                 }
+                self.off_filesystem.remove(&hc.name);
                 log::info!(
                     "host {}: directory {} is back; it gets new completions from now on (not the files it cleaned)",
                     hc.name,
