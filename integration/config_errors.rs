@@ -74,7 +74,10 @@ fn every_kind_of_config_error_has_its_message() {
     );
     let (code, text) = check(&s.config(&format!("hosts:\n  a: {a}\n  b: {f}/typo/b\n")));
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("and neither does its parent (a typo?)"), "{text}");
+    assert!(
+        text.contains("and neither does its parent (a typo?)"),
+        "{text}"
+    );
     refused(
         &s,
         "no directory at all",

@@ -243,7 +243,11 @@ fn a_filesystem_mounted_over_a_host_directory_makes_the_host_gone() {
     let config = scratch.config_for(&hosts, "settle: 300ms\n");
     let d = Daemon::start(&scratch, &config);
     scratch.mount_tmpfs("fs/host2");
-    assert!(d.wait_log("is now another filesystem or mount"), "{}", d.log());
+    assert!(
+        d.wait_log("is now another filesystem or mount"),
+        "{}",
+        d.log()
+    );
     portage_download(&hosts[0], "hidden.tar.gz", b"x");
     assert!(d.wait_log("host0/hidden.tar.gz (renamed): linked into host1\n"));
     assert!(!exists(&hosts[2].join("hidden.tar.gz")));

@@ -95,6 +95,29 @@ fn linking_as_an_unprivileged_user() {
             == 3),
         "no record written as nobody"
     );
+    // A root-owned 0644 file: nobody cannot write its record, so it is not linked at
+    // all (linked unrecorded, a deletion would come back at the next restart).
+    let tmp = hosts[1].join("roots.tar.gz.__download__");
+    fs::write(&tmp, b"root's").unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::rename(&tmp, hosts[1].join("roots.tar.gz")).unwrap();
+    assert!(d.wait_log("host1/roots.tar.gz: not fanned out: distlink may not write its record"));
+    assert!(!hosts[0].join("roots.tar.gz").exists());
+    assert!(d.stop().success());
+    // check says so beforehand, and refuses a host directory nobody cannot write.
+    let (code, text) = check(&config);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: 1 files cannot carry records as user nobody"),
+        "{text}"
+    );
+    std::os::unix::fs::chown(&hosts[2], Some(0), Some(0)).unwrap();
+    let (code, text) = check(&config);
+    assert_eq!(code, 78, "{text}");
+    assert!(
+        text.contains("host host2: user nobody cannot create links in"),
+        "{text}"
+    );
 }
 
 #[test]

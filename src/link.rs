@@ -115,6 +115,10 @@ pub struct FanOut {
     /// The record would outgrow [`crate::record::MAX_RECORD`] with this name (a client
     /// piled up names for one inode): nothing linked, so no deletion can be lost.
     pub record_full: bool,
+    /// distlink may not write this file's record (`user:` mode, a file of another user
+    /// without write permission): nothing linked, since the fan-out could not be
+    /// recorded and a deletion would come back.
+    pub record_denied: bool,
     /// The record could not be written (it is kept in memory meanwhile).
     pub record_unwritable: Option<String>,
 }
@@ -133,6 +137,7 @@ impl Outcome {
                 f.failed.len() as u64
                     + u64::from(f.record_unwritable.is_some())
                     + u64::from(f.record_full)
+                    + u64::from(f.record_denied)
                     + u64::from(f.record_foreign.is_some())
             }
         }
@@ -304,11 +309,15 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         .zip(&host_numbers)
         .filter(|(s, _)| matches!(s, Step::Source | Step::Holds | Step::Link))
         .map(|(_, &n)| n);
-    if let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, widest)
-        && !next.fits(numbers.tag)
-    {
-        out.record_full = true;
-        return out;
+    if let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, widest) {
+        if !next.fits(numbers.tag) {
+            out.record_full = true;
+            return out;
+        }
+        if !c.dry_run && !crate::record::writable(file.as_fd()) {
+            out.record_denied = true;
+            return out;
+        }
     }
     // Act.
     let mut holders: Vec<u16> = Vec::new();

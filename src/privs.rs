@@ -78,6 +78,68 @@ impl RunAs {
             Err(e) => Err(format!("user {name:?}: cannot look it up: {e}")),
         }
     }
+
+    /// Whether this user (with its primary group only, as `drop_privileges` leaves it,
+    /// and no CAP_DAC_OVERRIDE) may write an object of this owner and mode.
+    pub fn may_write(&self, owner: u32, group: u32, mode: u32) -> bool {
+        if owner == self.uid.as_raw() {
+            mode & 0o200 != 0
+        } else if group == self.gid.as_raw() {
+            mode & 0o020 != 0
+        } else {
+            mode & 0o002 != 0
+        }
+    }
+}
+
+/// With `user:`, what that user cannot do in the host directories: a problem for each
+/// directory it cannot create names in (nothing could be linked there), and the number
+/// of files it cannot write, with one example (their records cannot be written, so they
+/// are not fanned out) when `files` is set.
+pub fn user_problems(
+    user: &RunAs,
+    hosts: &crate::hosts::HostSet,
+    files: bool,
+) -> (Vec<String>, u64, Option<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs = Vec::new();
+    let (count_files, mut files, mut example) = (files, 0u64, None);
+    for h in hosts.iter() {
+        let Ok(meta) = std::fs::symlink_metadata(&h.path) else {
+            continue;
+        };
+        if !user.may_write(meta.uid(), meta.gid(), meta.mode()) {
+            dirs.push(format!(
+                "host {}: user {} cannot create links in {} (owner {}:{}, mode {:04o}): make the directory writable by that user, or remove user:",
+                h.name,
+                user.name,
+                h.path.display(),
+                meta.uid(),
+                meta.gid(),
+                meta.mode() & 0o7777
+            ));
+            continue;
+        }
+        if !count_files {
+            continue;
+        }
+        for entry in std::fs::read_dir(&h.path).into_iter().flatten().flatten() {
+            let Ok(m) = entry.metadata() else { continue };
+            if m.is_file() && !user.may_write(m.uid(), m.gid(), m.mode()) {
+                files += 1;
+                example.get_or_insert_with(|| {
+                    format!(
+                        "{} (owner {}:{}, mode {:04o})",
+                        entry.path().display(),
+                        m.uid(),
+                        m.gid(),
+                        m.mode() & 0o7777
+                    )
+                });
+            }
+        }
+    }
+    (dirs, files, example)
 }
 
 /// Drops to the capabilities linking needs, optionally as `user`. Call once, from the
@@ -117,4 +179,24 @@ pub fn drop_privileges(user: Option<&RunAs>) -> Result<CapsHashSet, Error> {
         .map_err(|e| cap_err("setting permitted capabilities", e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| Error::setup("PR_SET_NO_NEW_PRIVS", e))?;
     Ok(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_user_may_write() {
+        let u = RunAs {
+            name: "portage".into(),
+            uid: nix::unistd::Uid::from_raw(250),
+            gid: nix::unistd::Gid::from_raw(250),
+        };
+        assert!(u.may_write(250, 0, 0o644));
+        assert!(!u.may_write(250, 250, 0o464));
+        assert!(u.may_write(0, 250, 0o775));
+        assert!(!u.may_write(0, 250, 0o755));
+        assert!(!u.may_write(0, 0, 0o644));
+        assert!(u.may_write(0, 0, 0o1777));
+    }
 }

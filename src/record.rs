@@ -325,6 +325,18 @@ pub fn write(fd: BorrowedFd<'_>, record: &Record, tag: u32) -> io::Result<()> {
     sys::setxattr(&proc_path(fd), XATTR, &record.encode(tag))
 }
 
+/// Whether this process may write the record of the inode behind `fd` (write access,
+/// with its effective ids and capabilities: `user:` mode has no CAP_DAC_OVERRIDE).
+pub fn writable(fd: BorrowedFd<'_>) -> bool {
+    nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        proc_path(fd).as_c_str(),
+        nix::unistd::AccessFlags::W_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
+}
+
 /// Whether the filesystem of `dir` can keep records: asks for the attribute on the
 /// directory itself, which changes nothing (`ENODATA` means supported).
 pub fn supported(dir: BorrowedFd<'_>) -> io::Result<()> {

@@ -24,8 +24,9 @@ fn hint(e: Errno) -> &'static str {
     match e {
         Errno::EMLINK => " (the file has as many links as the filesystem allows)",
         Errno::ENOSPC | Errno::EDQUOT => " (no room for another directory entry)",
-        Errno::EPERM | Errno::EACCES => {
-            " (fs.protected_hardlinks needs CAP_FOWNER for files of other users)"
+        Errno::EPERM => " (fs.protected_hardlinks needs CAP_FOWNER for files of other users)",
+        Errno::EACCES => {
+            " (no write permission on the host directory for the user distlink links as)"
         }
         Errno::EXDEV => " (host directories must be on one filesystem, reached through one mount)",
         Errno::ENOENT => " (the host directory is gone)",
@@ -102,6 +103,14 @@ pub fn report(o: &Outcome, style: Style) {
             "{src}/{name}: not fanned out: its inode's record has no room for another name \
              (more than {} bytes); hosts that deleted its other names keep them deleted",
             crate::record::MAX_RECORD
+        );
+        return;
+    }
+    if f.record_denied {
+        log::error!(
+            "{src}/{name}: not fanned out: distlink may not write its record (user.distlink \
+             needs write access to the file; with user: in the configuration, the file must \
+             be writable by that user): chown it to that user, or run distlink as root"
         );
         return;
     }

@@ -23,6 +23,26 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
         })?;
     let hosts = HostSet::open(&config, &Arc::new(numbers))?;
     let missing = crate::hosts::missing(&config);
+    let mut user_warning = None;
+    if let Some(user) = &config.user {
+        let (dirs, files, example) = crate::privs::user_problems(user, &hosts, true);
+        if !dirs.is_empty() {
+            return Err(crate::config::ConfigError::Invalid {
+                path: config.source.clone(),
+                problems: dirs
+                    .into_iter()
+                    .map(|m| crate::config::Problem::new(None, m))
+                    .collect(),
+            }
+            .into());
+        }
+        if let Some(example) = example {
+            user_warning = Some(format!(
+                "\nwarning: {files} files cannot carry records as user {}, e.g. {example}: they are not fanned out (a deletion could not be kept); chown them to that user, or run as root",
+                user.name
+            ));
+        }
+    }
     if hosts.is_empty() {
         return Err(crate::hosts::none_present(&config));
     }
@@ -82,5 +102,8 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
             format!("{} to number at start-up", new.len())
         }
     ));
+    if let Some(w) = user_warning {
+        out.push_str(&w);
+    }
     Ok(out)
 }

@@ -134,6 +134,20 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     if hosts.is_empty() {
         return Err(crate::hosts::none_present(&config));
     }
+    // With user:, a host directory that user cannot write could get no link at all.
+    if let Some(user) = &config.user {
+        let (dirs, _, _) = crate::privs::user_problems(user, &hosts, false);
+        if !dirs.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: config.source.clone(),
+                problems: dirs
+                    .into_iter()
+                    .map(|m| crate::config::Problem::new(None, m))
+                    .collect(),
+            }
+            .into());
+        }
+    }
     for h in missing {
         log::warn!(
             "host {}: directory {} does not exist; starting without it, it is picked up when it appears",
