@@ -263,3 +263,38 @@ fn a_filesystem_mounted_over_a_host_directory_makes_the_host_gone() {
     assert!(wait_linked(&hosts, 0, "hidden.tar.gz"));
     assert!(d.stop().success());
 }
+
+/// Renaming a host keeps its history when its name is changed in the host numbers file
+/// too; `check` points at that when a configuration renames one alone.
+#[test]
+fn a_host_renamed_in_the_numbers_file_keeps_what_it_deleted() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("rename-host");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, "settle: 300ms\n");
+    let d = Daemon::start(&scratch, &config);
+    portage_download(&hosts[0], "foo.tar.gz", b"foo");
+    assert!(wait_linked(&hosts, 0, "foo.tar.gz"));
+    assert!(wait_until(DEADLINE, || recorded_hosts(&hosts[0].join("foo.tar.gz")).len() == 3));
+    assert!(d.stop().success());
+    fs::remove_file(hosts[2].join("foo.tar.gz")).unwrap();
+
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replace("  host2:", "  renamed:")).unwrap();
+    let (code, out) = check(&config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("note: new hosts renamed get new numbers and no history; if one is a renamed host2"),
+        "{out}"
+    );
+    let numbers = scratch.root.join("host-numbers");
+    let text = fs::read_to_string(&numbers).unwrap();
+    assert!(text.contains("\n2 host2\n"), "{text}");
+    fs::write(&numbers, text.replace("\n2 host2\n", "\n2 renamed\n")).unwrap();
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(!exists(&hosts[2].join("foo.tar.gz")), "the renamed host got back what it deleted");
+    assert!(d.stop().success());
+}

@@ -24,6 +24,11 @@
 //!   is not this file's was written under another numbering (the file was lost or
 //!   replaced): distlink cannot tell who deleted the file, so it links it nowhere and
 //!   says so (see `record.rs`).
+//! * Renaming a host in the configuration alone makes it a new host: a new number, no
+//!   history, so it would get back every file it had deleted. To rename one, stop
+//!   distlink and change the name on its line here too (the file's header says so);
+//!   `distlink check` points at numbered names no longer configured when a new one
+//!   appears.
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
@@ -37,7 +42,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PATH: &str = "/var/lib/distlink/host-numbers";
 /// Numbers are `u16`: the file refuses a name once all are given.
 const MAX_NUMBERS: usize = u16::MAX as usize;
-const HEADER: &str = "# distlink host numbers: a number is never changed or reused.\n";
+const HEADER: &str = "# distlink host numbers: a number is never changed or reused.\n\
+# To rename a host (same directory, new name), stop distlink and change its name\n\
+# here and in the configuration: it keeps its number, and what it deleted stays deleted.\n";
 
 /// Host name → number, and the tag of this numbering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +122,16 @@ impl HostNumbers {
 
     pub fn get(&self, name: &str) -> Option<u16> {
         self.by_name.get(name).copied()
+    }
+
+    /// Numbered names not in `configured` (hosts removed, or renamed in the
+    /// configuration only).
+    pub fn unconfigured<'a>(&'a self, configured: &[&str]) -> Vec<&'a str> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !configured.contains(n))
+            .collect()
     }
 
     /// The name behind a number.

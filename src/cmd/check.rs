@@ -16,6 +16,12 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     let config = Config::load(config_path)?;
     // Read only: hosts new to the file get their numbers when `run` starts.
     let mut numbers = HostNumbers::read(&config.host_numbers)?;
+    let configured: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+    let retired: Vec<String> = numbers
+        .unconfigured(&configured)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let new = numbers
         .add(config.hosts.iter().map(|h| h.name.as_str()))
         .ok_or_else(|| crate::host_numbers::NumbersError::Full {
@@ -102,6 +108,14 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
             format!("{} to number at start-up", new.len())
         }
     ));
+    if !new.is_empty() && !retired.is_empty() {
+        out.push_str(&format!(
+            "\nnote: new hosts {} get new numbers and no history; if one is a renamed {}, stop distlink and rename it in {} first (see its header)",
+            new.join(", "),
+            retired.join(" or "),
+            config.host_numbers.display()
+        ));
+    }
     if let Some(w) = user_warning {
         out.push_str(&w);
     }
