@@ -374,6 +374,45 @@ fn downloaders_temporaries_are_never_linked() {
     assert!(s.daemon.stop().success());
 }
 
+/// A download aria2 (`-o NAME`) or axel writes under its final name is not linked while
+/// their control file (`NAME.aria2`, `NAME.st`) is beside it, however long it is quiet
+/// (a stalled download), nor is axel's state file itself; it is once the file is gone.
+#[test]
+fn a_download_with_its_control_file_beside_it_waits() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("control-files"), 2, "settle: 200ms\n");
+    assert!(s.daemon.wait_log("reconcile (start-up) done"));
+    for (name, control) in [("a.iso", "a.iso.aria2"), ("b.iso", "b.iso.st")] {
+        fs::write(s.hosts[0].join(name), b"partial").unwrap();
+        fs::write(s.hosts[0].join(control), b"state").unwrap();
+    }
+    // Several settle periods: looked at again each time, never linked.
+    for name in ["a.iso", "b.iso"] {
+        let waiting = format!("host0/{name}: not complete yet");
+        assert!(wait_until(DEADLINE, || s
+            .daemon
+            .log()
+            .matches(&waiting)
+            .count()
+            >= 3));
+        assert!(
+            !s.hosts[1].join(name).exists(),
+            "{name} linked mid-download"
+        );
+    }
+    assert!(
+        !s.hosts[1].join("b.iso.st").exists(),
+        "axel's state file linked"
+    );
+    fs::remove_file(s.hosts[0].join("a.iso.aria2")).unwrap();
+    fs::remove_file(s.hosts[0].join("b.iso.st")).unwrap();
+    assert!(wait_linked(&s.hosts, 0, "a.iso"));
+    assert!(wait_linked(&s.hosts, 0, "b.iso"));
+    assert!(s.daemon.stop().success());
+}
+
 /// A client creating and deleting names without end: fanotify merges a name's create,
 /// close and delete into one event, and a name that is gone when it is handled is not
 /// kept waiting for its quiet period (it was, for `settle`, 600 s here).

@@ -277,7 +277,11 @@ fn a_host_renamed_in_the_numbers_file_keeps_what_it_deleted() {
     let d = Daemon::start(&scratch, &config);
     portage_download(&hosts[0], "foo.tar.gz", b"foo");
     assert!(wait_linked(&hosts, 0, "foo.tar.gz"));
-    assert!(wait_until(DEADLINE, || recorded_hosts(&hosts[0].join("foo.tar.gz")).len() == 3));
+    assert!(wait_until(DEADLINE, || recorded_hosts(
+        &hosts[0].join("foo.tar.gz")
+    )
+    .len()
+        == 3));
     assert!(d.stop().success());
     fs::remove_file(hosts[2].join("foo.tar.gz")).unwrap();
 
@@ -286,7 +290,9 @@ fn a_host_renamed_in_the_numbers_file_keeps_what_it_deleted() {
     let (code, out) = check(&config);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("note: new hosts renamed get new numbers and no history; if one is a renamed host2"),
+        out.contains(
+            "note: new hosts renamed get new numbers and no history; if one is a renamed host2"
+        ),
         "{out}"
     );
     let numbers = scratch.root.join("host-numbers");
@@ -295,6 +301,9 @@ fn a_host_renamed_in_the_numbers_file_keeps_what_it_deleted() {
     fs::write(&numbers, text.replace("\n2 host2\n", "\n2 renamed\n")).unwrap();
     let d = Daemon::start(&scratch, &config);
     assert!(d.wait_log("reconcile (start-up) done"));
-    assert!(!exists(&hosts[2].join("foo.tar.gz")), "the renamed host got back what it deleted");
+    assert!(
+        !exists(&hosts[2].join("foo.tar.gz")),
+        "the renamed host got back what it deleted"
+    );
     assert!(d.stop().success());
 }

@@ -25,6 +25,11 @@
 //!   `.NAME.XXXXXX`, `.nfs*`, lock files, `.layout.conf.*`, `.mirror-cache.json`),
 //!   configured `ignore` patterns, anything that is not a regular file (symlink, FIFO,
 //!   device, directory) and setuid/setgid files.
+//! - **Not while a downloader's control file is beside it.** aria2 (`-o NAME`) keeps
+//!   `NAME.aria2` and axel keeps `NAME.st` next to a download written under its final
+//!   name, and deletes it when done; a stalled download is quiet longer than `settle`.
+//!   While either exists, `NAME` waits (it is looked at again each settle period), and
+//!   so does `NAME.st` itself while `NAME` exists ([`busy_markers`]).
 //! - **When acting, the file is checked again.** A worker opens the name with
 //!   `O_PATH|O_NOFOLLOW`, checks that it is a regular file, and links that very inode
 //!   with `linkat(fd, "", dir, name, AT_EMPTY_PATH)`.
@@ -417,9 +422,34 @@ impl Settle {
     }
 }
 
+/// Names whose presence beside `name`, in the same directory, means `name` is not
+/// complete: aria2's and axel's control files, and for an axel state file `X.st`, the
+/// download `X` it belongs to.
+pub fn busy_markers(name: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = [&b".aria2"[..], b".st"]
+        .iter()
+        .map(|suffix| [name, suffix].concat())
+        .collect();
+    if let Some(download) = name.strip_suffix(b".st").filter(|d| !d.is_empty()) {
+        out.push(download.to_vec());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downloaders_control_files_keep_a_download_waiting() {
+        assert_eq!(
+            busy_markers(b"foo.iso"),
+            [b"foo.iso.aria2".to_vec(), b"foo.iso.st".to_vec()]
+        );
+        // axel's state file waits while its download is there.
+        assert!(busy_markers(b"foo.iso.st").contains(&b"foo.iso".to_vec()));
+        assert_eq!(busy_markers(b".st").len(), 2);
+    }
 
     #[test]
     fn builtin_rules() {

@@ -268,6 +268,15 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         out.deferred = true;
         return out;
     }
+    // A downloader's control file beside it: not complete yet (see completion.rs).
+    let src_dir = hosts.get(c.src).dir.as_fd();
+    if crate::completion::busy_markers(&c.name)
+        .iter()
+        .any(|m| fstatat(src_dir, m.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok())
+    {
+        out.deferred = true;
+        return out;
+    }
     // Gather: the record, and (a dry run, or what a scan saw) what the hosts hold.
     let numbers = &hosts.numbers;
     let record = match crate::record::read(file.as_fd(), numbers) {

@@ -87,7 +87,9 @@ pub fn report(o: &Outcome, style: Style) {
         }
     };
     if f.deferred {
-        log::debug!("{src}/{name}: changed within the settle time; waiting until it is quiet");
+        log::debug!(
+            "{src}/{name}: not complete yet (changed within the settle time, or a downloader's control file is beside it); waiting"
+        );
         return;
     }
     if let Some(tag) = f.record_foreign {

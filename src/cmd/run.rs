@@ -531,6 +531,14 @@ impl Daemon {
             report(&o, Style::Log);
             self.counters.add(&o);
             self.retries.note(&o, now);
+            // Not complete yet (a downloader's control file beside it): wait again.
+            if o.fan_out().is_some_and(|f| f.deferred) {
+                let state = self
+                    .hosts
+                    .find(o.src)
+                    .and_then(|i| self.hosts.file_state(i, &o.name));
+                self.settle.touch(o.src, &o.name, now, state);
+            }
         }
     }
 
