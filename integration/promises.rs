@@ -307,3 +307,127 @@ fn a_host_renamed_in_the_numbers_file_keeps_what_it_deleted() {
     );
     assert!(d.stop().success());
 }
+
+/// xorshift64*: a reproducible random sequence (the seed is printed on failure).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Bursts of downloads, deliberate deletions (of names recorded for that host) and
+/// second names, with `kill -9` at a random moment in each burst and more work done
+/// while the daemon is down; after a last start, every name is in every host that did
+/// not delete it, and in none that did.
+#[test]
+fn random_kill_9_during_bursts_deletions_and_second_names_converges() {
+    if !require_root() {
+        return;
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = Rng(seed);
+    let scratch = Scratch::tmpfs("crash");
+    let n_hosts = 4;
+    let hosts = scratch.hosts(n_hosts);
+    let config = scratch.config_for(&hosts, "settle: 300ms\nworkers: 2\n");
+    // name -> hosts that deleted it on purpose
+    let mut names: Vec<String> = Vec::new();
+    let mut deleted: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let mut next = 0usize;
+    for round in 0..8 {
+        let mut d = Some(Daemon::start(&scratch, &config));
+        let kill_at = rng.below(60);
+        for op in 0..80 {
+            if op == kill_at
+                && let Some(d) = d.take()
+            {
+                d.kill9();
+            }
+            let h = rng.below(n_hosts);
+            match rng.below(10) {
+                // A download.
+                0..=4 => {
+                    let name = format!("r{round}-f{next}.tar.gz");
+                    next += 1;
+                    portage_download(&hosts[h], &name, name.as_bytes());
+                    names.push(name);
+                }
+                // A deliberate deletion: only of a name recorded for that host.
+                5..=7 if !names.is_empty() => {
+                    let name = names[rng.below(names.len())].clone();
+                    let path = hosts[h].join(&name);
+                    if exists(&path) && recorded_hosts(&path).contains(&(h as u16)) {
+                        fs::remove_file(&path).unwrap();
+                        deleted.entry(name).or_default().push(h);
+                    }
+                }
+                // A second name in the same host.
+                _ if !names.is_empty() => {
+                    let name = names[rng.below(names.len())].clone();
+                    let path = hosts[h].join(&name);
+                    if exists(&path) {
+                        let copy = format!("{name}-copy{next}");
+                        next += 1;
+                        fs::hard_link(&path, hosts[h].join(&copy)).unwrap();
+                        names.push(copy);
+                    }
+                }
+                _ => {}
+            }
+            // Pacing, not synchronisation: spreads the burst over the daemon's work so
+            // that the kill lands at a random point of it.
+            std::thread::sleep(std::time::Duration::from_millis(rng.below(6) as u64));
+        }
+        if let Some(d) = d {
+            d.kill9();
+        }
+    }
+    let copies = names.iter().filter(|n| n.contains("-copy")).count();
+    let deletions: usize = deleted.values().map(Vec::len).sum();
+    eprintln!(
+        "seed {seed}: {} names ({copies} second names), {deletions} deletions",
+        names.len()
+    );
+    assert!(copies > 0 && deletions > 0, "seed {seed}: the mix exercised nothing");
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log("reconcile (start-up) done"));
+    let converged = || {
+        names.iter().all(|name| {
+            let gone = deleted.get(name).cloned().unwrap_or_default();
+            let inodes: Vec<Option<u64>> = hosts
+                .iter()
+                .map(|h| h.join(name).symlink_metadata().ok().map(|m| m.ino()))
+                .collect();
+            let first = inodes.iter().flatten().next().copied();
+            inodes.iter().enumerate().all(|(i, ino)| {
+                if gone.contains(&i) {
+                    ino.is_none()
+                } else {
+                    ino.is_some() && *ino == first
+                }
+            })
+        })
+    };
+    let ok = wait_until(DEADLINE, converged);
+    if !ok {
+        for name in &names {
+            let held: Vec<bool> = hosts.iter().map(|h| exists(&h.join(name))).collect();
+            eprintln!("{name}: held {held:?}, deleted by {:?}", deleted.get(name));
+        }
+    }
+    assert!(ok, "seed {seed}: did not converge (see above)");
+    assert!(d.stop().success());
+}
