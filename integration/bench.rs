@@ -1,9 +1,12 @@
 //! `cargo bench --bench fanout` (as root): figures, not pass/fail.
 //!
-//! * Fan-out latency, rename in one host to the last link in the others, for 2, 4 and 16
-//!   hosts on tmpfs (p50, p99 over many samples), seen through inotify.
-//! * A burst of 10,000 renamed files fanned out to 16 hosts, against the floor: one thread
-//!   doing the same 150,000 `linkat` calls in a plain loop.
+//! * Fan-out latency, rename in one host to the last link in the others, for 2, 16, 64,
+//!   256 and 1,024 hosts on tmpfs (p50, p99 over many samples), seen through inotify.
+//! * Bursts of renamed files (10,000 into 16 hosts, 1,000 into 1,024 hosts), against the
+//!   floor: one thread doing the same `linkat` calls in a plain loop.
+//! * Start-up reconciles (100,000 files x 16 hosts with half the links missing; 20,000
+//!   files x 256 hosts, each file in one host only), against the floor: reading every
+//!   host directory once, then the missing `linkat` calls; with the daemon's peak RSS.
 //!
 //! * Memory (peak RSS of the daemon, `VmHWM`): a start-up reconcile of 500,000 names;
 //!   500,000 files written under their final name and pending settle at once; and the
@@ -11,6 +14,8 @@
 //!
 //! Targets (issue 2): p99 under 5 ms at 16 hosts; burst within 2x of the floor.
 //! (issue 9): each memory figure under 64 MiB, and churn gives its memory back.
+//! (issue 11): p99 under 10 ms at 1,024 hosts; the 1,024-host burst and the 256-host
+//! reconcile within 1.5x of their floors.
 
 #[allow(dead_code)]
 #[path = "util.rs"]
@@ -22,12 +27,6 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use util::{Daemon, Scratch};
-
-const LATENCY_SAMPLES: usize = 400;
-const RECONCILE_FILES: usize = 100_000;
-const RECONCILE_HOSTS: usize = 16;
-const BURST_FILES: usize = 10_000;
-const BURST_HOSTS: usize = 16;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -158,8 +157,15 @@ fn wait_creates(ino: &Inotify, name: &str, count: usize) {
     }
 }
 
-fn latency(n: usize) {
-    let scratch = Scratch::tmpfs(&format!("bench-latency-{n}"));
+/// A scratch tmpfs without an inode limit: tmpfs counts every link against it.
+fn big_tmpfs(label: &str) -> Scratch {
+    let mut s = Scratch::new(label);
+    s.mount_tmpfs_with("fs", "size=1g,nr_inodes=0");
+    s
+}
+
+fn latency(n: usize, samples_wanted: usize) {
+    let scratch = big_tmpfs(&format!("bench-latency-{n}"));
     let hosts = scratch.hosts(n);
     let config = scratch.config_for(&hosts, "settle: 10s\n");
     let daemon = Daemon::start(&scratch, &config);
@@ -168,8 +174,8 @@ fn latency(n: usize) {
         ino.add_watch(h, AddWatchFlags::IN_CREATE).unwrap();
     }
     let payload = vec![0x5au8; 4096];
-    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
-    for i in 0..LATENCY_SAMPLES {
+    let mut samples = Vec::with_capacity(samples_wanted);
+    for i in 0..samples_wanted {
         let name = format!("pkg-{i}.tar.gz");
         let tmp = hosts[0].join(format!("{name}.__download__"));
         fs::write(&tmp, &payload).unwrap();
@@ -180,7 +186,7 @@ fn latency(n: usize) {
     }
     samples.sort();
     println!(
-        "latency  {n:>2} hosts: p50 {}  p99 {}  max {}  ({} renames, tmpfs)",
+        "latency  {n:>4} hosts: p50 {}  p99 {}  max {}  ({} renames, tmpfs)",
         ms(percentile(&samples, 0.50)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap()),
@@ -189,34 +195,36 @@ fn latency(n: usize) {
     drop(daemon);
 }
 
-/// `BURST_FILES` temporaries in host0 of a fresh tmpfs with `BURST_HOSTS` hosts.
-fn burst_fixture(label: &str) -> (Scratch, Vec<PathBuf>, Vec<String>) {
-    let scratch = Scratch::tmpfs(label);
-    let hosts = scratch.hosts(BURST_HOSTS);
-    let names: Vec<String> = (0..BURST_FILES)
-        .map(|i| format!("burst-{i:05}.tar.xz"))
-        .collect();
-    for n in &names {
-        fs::write(hosts[0].join(format!("{n}.__download__")), b"x").unwrap();
+/// `files` temporaries in host0 of a fresh tmpfs with `n` hosts.
+fn burst_fixture(label: &str, files: usize, n: usize) -> (Scratch, Vec<PathBuf>, Vec<String>) {
+    let scratch = big_tmpfs(label);
+    let hosts = scratch.hosts(n);
+    let names: Vec<String> = (0..files).map(|i| format!("burst-{i:05}.tar.xz")).collect();
+    for name in &names {
+        fs::write(hosts[0].join(format!("{name}.__download__")), b"x").unwrap();
     }
     (scratch, hosts, names)
 }
 
-fn floor() -> Duration {
-    let (_scratch, hosts, names) = burst_fixture("bench-floor");
-    for n in &names {
-        fs::rename(hosts[0].join(format!("{n}.__download__")), hosts[0].join(n)).unwrap();
+fn floor(files: usize, n: usize) -> Duration {
+    let (_scratch, hosts, names) = burst_fixture("bench-floor", files, n);
+    for name in &names {
+        fs::rename(
+            hosts[0].join(format!("{name}.__download__")),
+            hosts[0].join(name),
+        )
+        .unwrap();
     }
     let src = util_open(&hosts[0]);
     let dsts: Vec<_> = hosts[1..].iter().map(|h| util_open(h)).collect();
     let t0 = Instant::now();
-    for n in &names {
+    for name in &names {
         for d in &dsts {
             nix::unistd::linkat(
                 &src,
-                n.as_str(),
+                name.as_str(),
                 d,
-                n.as_str(),
+                name.as_str(),
                 nix::fcntl::AtFlags::empty(),
             )
             .unwrap();
@@ -229,50 +237,32 @@ fn util_open(p: &std::path::Path) -> std::os::fd::OwnedFd {
     distlink::hosts::open_dir(p).unwrap()
 }
 
-fn burst() -> (Duration, String) {
-    let (scratch, hosts, names) = burst_fixture("bench-burst");
+/// Renames `files` files into host0 of `n` hosts at once; done when every file has a
+/// name in every host (its link count, polled from the first file not yet done).
+fn burst(files: usize, n: usize) -> (Duration, String) {
+    let (scratch, hosts, names) = burst_fixture("bench-burst", files, n);
     let config = scratch.config_for(&hosts, "settle: 10s\n");
     let daemon = Daemon::start(&scratch, &config);
-    // One inotify instance per directory: each sees at most BURST_FILES events, below
-    // the default max_queued_events of 16384.
-    let watches: Vec<Inotify> = hosts[1..]
-        .iter()
-        .map(|h| {
-            let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
-            ino.add_watch(h, AddWatchFlags::IN_CREATE).unwrap();
-            ino
-        })
-        .collect();
     let t0 = Instant::now();
-    for n in &names {
-        fs::rename(hosts[0].join(format!("{n}.__download__")), hosts[0].join(n)).unwrap();
+    for name in &names {
+        fs::rename(
+            hosts[0].join(format!("{name}.__download__")),
+            hosts[0].join(name),
+        )
+        .unwrap();
     }
     let renamed = t0.elapsed();
-    let mut counts = vec![0usize; watches.len()];
-    let end = Instant::now() + Duration::from_secs(120);
-    while counts.iter().any(|&c| c < BURST_FILES) {
-        if Instant::now() > end {
-            panic!(
-                "burst incomplete after 120 s: {counts:?}\n{}",
-                daemon
-                    .log()
-                    .lines()
-                    .rev()
-                    .take(20)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+    let end = Instant::now() + Duration::from_secs(600);
+    let mut done = 0;
+    while done < names.len() {
+        let nlink = fs::metadata(hosts[0].join(&names[done]))
+            .map_or(0, |m| std::os::unix::fs::MetadataExt::nlink(&m) as usize);
+        if nlink >= n {
+            done += 1;
+            continue;
         }
-        let mut fds: Vec<_> = watches
-            .iter()
-            .map(|w| nix::poll::PollFd::new(w.as_fd(), nix::poll::PollFlags::POLLIN))
-            .collect();
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8));
-        for (i, w) in watches.iter().enumerate() {
-            while let Ok(events) = w.read_events() {
-                counts[i] += events.len();
-            }
-        }
+        assert!(Instant::now() < end, "burst incomplete after 600 s: {done}");
+        std::thread::sleep(Duration::from_micros(200));
     }
     let total = t0.elapsed();
     let overflowed = daemon.log().contains("overflowed");
@@ -282,8 +272,9 @@ fn burst() -> (Duration, String) {
     (
         total,
         format!(
-            "(renames alone {}; daemon peak RSS {mem}{})",
+            "(renames alone {}; daemon peak RSS {}{})",
             ms(renamed),
+            mib(&mem),
             if overflowed {
                 "; fanotify queue OVERFLOWED"
             } else {
@@ -293,25 +284,35 @@ fn burst() -> (Duration, String) {
     )
 }
 
-/// 100,000 files over 16 hosts, each file in its own host plus 7 others chosen by a fixed
-/// pattern: half of the 1,600,000 names are missing. Returns the missing (src, dst, i).
-fn reconcile_fixture(scratch: &Scratch) -> (Vec<PathBuf>, Vec<(u8, u8, u32)>) {
-    let hosts = scratch.hosts(RECONCILE_HOSTS);
+/// How a reconcile benchmark is laid out.
+#[derive(Clone, Copy)]
+struct Layout {
+    files: usize,
+    hosts: usize,
+    /// Other hosts already holding each file (chosen by a fixed pattern).
+    others: usize,
+}
+
+/// `files` files over `hosts` hosts, each in its own host plus `others` others: the
+/// rest are missing. Returns the missing (src, dst, i).
+fn reconcile_fixture(scratch: &Scratch, l: Layout) -> (Vec<PathBuf>, Vec<(u16, u16, u32)>) {
+    let hosts = scratch.hosts(l.hosts);
     let fds: Vec<_> = hosts.iter().map(|h| util_open(h)).collect();
     let mut missing = Vec::new();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    for i in 0..RECONCILE_FILES {
-        let src = i % RECONCILE_HOSTS;
+    for i in 0..l.files {
+        let src = i % l.hosts;
         let name = format!("dist-{i:06}.tar.gz");
         fs::write(hosts[src].join(&name), b"x").unwrap();
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        // 7 of the 15 others, from the bits of rng.
+        // `others` of the rest, from the bits of rng.
         let mut chosen = 0;
-        for k in 1..RECONCILE_HOSTS {
-            let dst = (src + k) % RECONCILE_HOSTS;
-            let take = chosen < 7 && ((rng >> k) & 1 == 1 || RECONCILE_HOSTS - k <= 7 - chosen);
+        for k in 1..l.hosts {
+            let dst = (src + k) % l.hosts;
+            let take = chosen < l.others
+                && ((rng >> (k % 64)) & 1 == 1 || l.hosts - k <= l.others - chosen);
             if take {
                 chosen += 1;
                 nix::unistd::linkat(
@@ -323,7 +324,7 @@ fn reconcile_fixture(scratch: &Scratch) -> (Vec<PathBuf>, Vec<(u8, u8, u32)>) {
                 )
                 .unwrap();
             } else {
-                missing.push((src as u8, dst as u8, i as u32));
+                missing.push((src as u16, dst as u16, i as u32));
             }
         }
     }
@@ -331,9 +332,9 @@ fn reconcile_fixture(scratch: &Scratch) -> (Vec<PathBuf>, Vec<(u8, u8, u32)>) {
 }
 
 /// The floor: read every host directory once, then the missing `linkat` calls.
-fn reconcile_floor() -> Duration {
-    let scratch = Scratch::tmpfs("bench-reconcile-floor");
-    let (hosts, missing) = reconcile_fixture(&scratch);
+fn reconcile_floor(l: Layout) -> Duration {
+    let scratch = big_tmpfs("bench-reconcile-floor");
+    let (hosts, missing) = reconcile_fixture(&scratch, l);
     let fds: Vec<_> = hosts.iter().map(|h| util_open(h)).collect();
     let t0 = Instant::now();
     let mut entries = 0usize;
@@ -359,21 +360,18 @@ fn reconcile_floor() -> Duration {
         .unwrap();
     }
     let took = t0.elapsed();
-    assert_eq!(
-        entries,
-        RECONCILE_FILES * RECONCILE_HOSTS / 2 + 2 * RECONCILE_HOSTS
-    );
+    assert_eq!(entries, l.files * (l.others + 1) + 2 * l.hosts);
     took
 }
 
-fn reconcile() -> (Duration, String) {
-    let scratch = Scratch::tmpfs("bench-reconcile");
-    let (hosts, missing) = reconcile_fixture(&scratch);
+fn reconcile(l: Layout) -> (Duration, String) {
+    let scratch = big_tmpfs("bench-reconcile");
+    let (hosts, missing) = reconcile_fixture(&scratch, l);
     let daemon = start_up_reconcile(&scratch, &hosts);
     let log = daemon.log();
     let line = log
         .lines()
-        .find(|l| l.contains("reconcile (start-up) done"))
+        .find(|line| line.contains("reconcile (start-up) done"))
         .unwrap()
         .to_owned();
     let secs: f64 = line
@@ -384,17 +382,16 @@ fn reconcile() -> (Duration, String) {
         .unwrap();
     let mem = vm_hwm(daemon.pid());
     for h in &hosts {
-        assert_eq!(
-            fs::read_dir(h).unwrap().count(),
-            RECONCILE_FILES,
-            "{}",
-            h.display()
-        );
+        assert_eq!(fs::read_dir(h).unwrap().count(), l.files, "{}", h.display());
     }
     drop(daemon);
     (
         Duration::from_secs_f64(secs),
-        format!("{} links made; daemon peak RSS {mem}", missing.len()),
+        format!(
+            "{} links made; daemon peak RSS {}",
+            missing.len(),
+            mib(&mem)
+        ),
     )
 }
 
@@ -423,24 +420,43 @@ fn main() {
     if only_memory {
         return;
     }
-    for n in [2, 4, 16] {
-        latency(n);
+    for (n, samples) in [(2, 400), (16, 400), (64, 400), (256, 200), (1024, 100)] {
+        latency(n, samples);
     }
-    let floor = floor();
-    let (burst, note) = burst();
-    let rfloor = reconcile_floor();
-    let (rtime, rnote) = reconcile();
-    println!(
-        "reconcile {RECONCILE_FILES} files x {RECONCILE_HOSTS} hosts, half the links missing: distlink {}  floor (readdir + linkat) {}  ratio {:.2}x ({rnote})",
-        ms(rtime),
-        ms(rfloor),
-        rtime.as_secs_f64() / rfloor.as_secs_f64()
-    );
-    println!(
-        "burst    {BURST_FILES} files x {} links: distlink {}  floor (plain linkat loop) {}  ratio {:.2}x {note}",
-        BURST_HOSTS - 1,
-        ms(burst),
-        ms(floor),
-        burst.as_secs_f64() / floor.as_secs_f64()
-    );
+    for (files, n) in [(10_000, 16), (1_000, 1024)] {
+        let floor = floor(files, n);
+        let (burst, note) = burst(files, n);
+        println!(
+            "burst    {files} files x {} links: distlink {}  floor (plain linkat loop) {}  ratio {:.2}x {note}",
+            n - 1,
+            ms(burst),
+            ms(floor),
+            burst.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+    for l in [
+        Layout {
+            files: 100_000,
+            hosts: 16,
+            others: 7,
+        },
+        Layout {
+            files: 20_000,
+            hosts: 256,
+            others: 0,
+        },
+    ] {
+        let rfloor = reconcile_floor(l);
+        let (rtime, rnote) = reconcile(l);
+        println!(
+            "reconcile {} files x {} hosts, {} of {} other hosts missing each: distlink {}  floor (readdir + linkat) {}  ratio {:.2}x ({rnote})",
+            l.files,
+            l.hosts,
+            l.hosts - 1 - l.others,
+            l.hosts - 1,
+            ms(rtime),
+            ms(rfloor),
+            rtime.as_secs_f64() / rfloor.as_secs_f64()
+        );
+    }
 }

@@ -401,7 +401,10 @@ fn random_kill_9_during_bursts_deletions_and_second_names_converges() {
         "seed {seed}: {} names ({copies} second names), {deletions} deletions",
         names.len()
     );
-    assert!(copies > 0 && deletions > 0, "seed {seed}: the mix exercised nothing");
+    assert!(
+        copies > 0 && deletions > 0,
+        "seed {seed}: the mix exercised nothing"
+    );
     let d = Daemon::start(&scratch, &config);
     assert!(d.wait_log("reconcile (start-up) done"));
     let converged = || {

@@ -2,28 +2,51 @@
 //!
 //! When distlink starts and finds `foo.tar.gz` in `host1/` but not in `host2/`, either it
 //! was downloaded while distlink was down (link it), or host2 cleaned it (leave it). The
-//! record tells them apart: after a file has been linked into every host, distlink sets
-//! the extended attribute `user.distlink` on the inode, naming the file and the hosts
-//! that had it. A host named in the record that lacks the name deleted it on purpose; a
-//! host not named (added since, or a fan-out cut short) gets the link.
+//! record tells them apart: after a file has been linked, distlink sets the extended
+//! attribute `user.distlink` on the inode, listing **every name of the inode it fanned
+//! out, each with the hosts that held that name**. A host listed for a name that lacks it
+//! deleted it on purpose and never gets it back; a host not listed (added since, or a
+//! fan-out cut short) gets the link. A second hardlink or a rename inside one host is a
+//! name of its own: it is fanned out and listed beside the first, and never replaces it.
+//!
+//! **Format `distlink2`** (see [`Record::encode`]): magic, the [host
+//! numbering](crate::host_numbers)'s tag, the inode number, then per name its bytes and
+//! its host set, by durable host number, as a bitmap or a list (whichever is smaller) or
+//! "same as the name before". 1,024 hosts and a 60-byte name take 213 bytes; a record is
+//! at most [`MAX_RECORD`] bytes (one ext4 block of 1 KiB holds all of an inode's
+//! attributes). A name that would not fit is **not fanned out** (logged as an error):
+//! dropping an older name's entry could bring back a deletion, and an unrecorded link
+//! would.
+//!
+//! **Older and newer binaries.** A `distlink1` record (one name, hosts by name) is read,
+//! its host names mapped to numbers (names never numbered are dropped), and written in
+//! the new format at the inode's next fan-out. The previous binary does not know
+//! `distlink2` and treats such a record as none: it would link those files into every
+//! host, bringing back their deletions, and overwrite the record with its own. Do not
+//! downgrade a pool that ran this version.
 //!
 //! Why an extended attribute and not a database:
 //! * It lives and dies with the inode. A name cleaned everywhere frees the inode and its
 //!   record; a new download is a new inode with no record, so it is linked again.
 //! * It is written after the links, in the same filesystem, so a crash at any instant
-//!   leaves either no record (the next reconcile links what is missing) or a record for
-//!   links that exist. On journalling filesystems (ext4, xfs, btrfs) metadata operations
-//!   reach the disk in order, so after power loss too a record never claims a link that
-//!   is not there. There is no second store to keep consistent with the tree.
-//! * It is a `user.*` attribute, so writing it needs only what linking needs (write
-//!   access to the file: distlink keeps CAP_DAC_OVERRIDE or runs as the owner), not
-//!   CAP_SYS_ADMIN, which distlink drops after start-up. The price: an NFSv4.2 client
-//!   with user-xattr support can read or change it on its own names. Changing it can
-//!   only make distlink link a file into a host that had deleted it, or skip a host on a
-//!   later reconcile; it can never make distlink write outside a host directory.
-//! * The record names the inode number and the file name: a copy made with its
-//!   attributes (`rsync -X`, `cp -a` as root) or a renamed name does not count as
-//!   fanned out.
+//!   leaves either no record, or the previous one (the next reconcile links what is
+//!   missing), or a record for links that exist. `setxattr` replaces the value as a
+//!   whole. On journalling filesystems (ext4, xfs, btrfs) metadata operations reach the
+//!   disk in order, so after power loss too a record never claims a link that is not
+//!   there. There is no second store to keep consistent with the tree, only the host
+//!   numbers, which are written before any record uses them.
+//! * Fan-outs of one inode (two names at once) are serialised (`link.rs`), so neither
+//!   loses the other's names. A record the filesystem refuses (ENOSPC, EDQUOT) is kept in
+//!   memory and merged into every later fan-out of the inode until one can be written.
+//! * It is a `user.*` attribute, so writing it needs only write access to the file
+//!   (distlink keeps CAP_DAC_OVERRIDE, or with `user:` the file must be that user's to
+//!   write: otherwise it is not linked, see `link.rs`), not CAP_SYS_ADMIN, which distlink
+//!   drops after start-up. The price: an NFSv4.2 client with user-xattr support can read
+//!   or change it on its own names. Changing it can only make distlink link a file into a
+//!   host that had deleted it, or skip a host on a later reconcile; it can never make
+//!   distlink write outside a host directory.
+//! * The record names the inode number: a copy made with its attributes (`rsync -X`,
+//!   `cp -a` as root) does not count as fanned out.
 
 use crate::host_numbers::HostNumbers;
 use crate::sys;
