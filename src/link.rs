@@ -214,6 +214,47 @@ pub fn link_one(
     }
 }
 
+/// Fan-outs to at least this many hosts split their links over a few threads: one
+/// file's latency into 1,024 hosts is then not 1,023 `linkat` calls in a row.
+const PARALLEL_FROM: usize = 128;
+
+/// Links the file into every host in `dsts` (positions), in order of `dsts`.
+fn link_all(
+    hosts: &HostSet,
+    file: &OwnedFd,
+    st: &FileStat,
+    dsts: &[usize],
+    name: &[u8],
+) -> Vec<LinkResult> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if dsts.len() < PARALLEL_FROM || threads < 2 {
+        return dsts
+            .iter()
+            .map(|&i| link_one(hosts, file, st, i, name))
+            .collect();
+    }
+    let chunk = dsts.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = dsts
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&i| link_one(hosts, file, st, i, name))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| {
+                p.join()
+                    .unwrap_or_else(|_| vec![LinkResult::Failed(Errno::EINVAL); chunk])
+            })
+            .collect()
+    })
+}
+
 /// What host `dst` holds under `name`, compared with the file `st`.
 pub fn look(hosts: &HostSet, dst: usize, name: &[u8], st: &FileStat) -> Seen {
     match fstatat(
@@ -329,6 +370,14 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         }
     }
     // Act.
+    let to_link: Vec<usize> = if c.dry_run {
+        Vec::new()
+    } else {
+        (0..plan.steps.len())
+            .filter(|&i| plan.steps[i] == Step::Link)
+            .collect()
+    };
+    let mut results = link_all(hosts, file, st, &to_link, &c.name).into_iter();
     let mut holders: Vec<u16> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         let host = hosts.get(i);
@@ -339,7 +388,7 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
             Step::Recorded => {}
             Step::Conflict => out.conflicts.push(Arc::clone(name)),
             Step::Link if c.dry_run => out.linked.push(Arc::clone(name)),
-            Step::Link => match link_one(hosts, file, st, i, &c.name) {
+            Step::Link => match results.next().unwrap_or(LinkResult::Failed(Errno::EINVAL)) {
                 LinkResult::Linked => {
                     out.linked.push(Arc::clone(name));
                     holders.push(host.number);
