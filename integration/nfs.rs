@@ -81,7 +81,7 @@ impl Nfs {
         let state = scratch.root.join("nfs-state");
         let n = PORT.fetch_add(1, Ordering::SeqCst);
         let port = 30_049 + 2 * n;
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new(format!("{HARNESS}/start.sh"))
             .arg(scratch.fs())
             .arg(&state)
@@ -90,6 +90,9 @@ impl Nfs {
             .envs(env.iter().copied())
             .output()
             .expect("start.sh");
+        // Released before anything can panic: `Drop` takes the lock again (a failed
+        // start used to deadlock the test binary here).
+        drop(serial);
         let mut nfs = Nfs {
             state,
             env: HashMap::new(),
