@@ -266,13 +266,14 @@ ok "reload with invalid YAML fails: exit $bad1; pid $DPID still runs and linked 
 
 write_config "$MERGED$CONFIG" server host1 host2 host3 missing
 run_rc rc-service distlink reload
-[ "$RC" -ne 0 ] || fail "reload naming a missing directory succeeded: $RC_OUT"
-bad2="$RC ($RC_OUT)"
+[ "$RC" -eq 0 ] || fail "reload naming a missing directory failed (it is a warning now): $RC_OUT"
 one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
-    fail "after a refused reload: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
+    fail "after a reload with a missing directory: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
 next_name badhost
 download "$NAME" server host2 host3
-ok "reload with a host directory that does not exist fails: exit $bad2;" \
+grep -q "host missing: directory .* does not exist" "$MESSAGES" ||
+    fail "no warning for the missing host directory in /var/log/messages"
+ok "reload with a host directory that does not exist succeeds with a warning in syslog;" \
     "pid $DPID still runs and linked $NAME in $TOOK"
 
 echo 'hosts: [' > "$MERGED$CONFIG"

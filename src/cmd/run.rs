@@ -600,6 +600,13 @@ impl Daemon {
                 crate::error_chain(&e)
             ),
             Ok((config, hosts, watch)) => {
+                for h in crate::hosts::missing(&config) {
+                    log::warn!(
+                        "host {}: directory {} does not exist; picked up when it appears",
+                        h.name,
+                        h.path.display()
+                    );
+                }
                 if let Some(watch) = watch {
                     self.watch = watch;
                 }
