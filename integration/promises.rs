@@ -152,6 +152,8 @@ fn links_that_fail_for_lack_of_space_are_retried_until_they_succeed() {
     let hosts = scratch.hosts(3);
     let config = scratch.config_for(&hosts, "settle: 300ms\n");
     let d = Daemon::start(&scratch, &config);
+    // Done before the download: only retries may link it (not a deferred reconcile pass).
+    assert!(d.wait_log("reconcile (start-up) done"));
     let status = scratch.root.join("run/status");
     // Fill the inode table, then free two: one for the download, one for one link.
     let mut fillers = Vec::new();
