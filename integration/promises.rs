@@ -287,8 +287,20 @@ fn a_host_renamed_in_the_numbers_file_keeps_what_it_deleted() {
     assert!(d.stop().success());
     fs::remove_file(hosts[2].join("foo.tar.gz")).unwrap();
 
+    // Renamed, and moved to the top of the map: its number must come from the numbers
+    // file, not from its place in the configuration.
     let text = fs::read_to_string(&config).unwrap();
-    fs::write(&config, text.replace("  host2:", "  renamed:")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("  host2:"))
+        .unwrap()
+        .to_owned();
+    let text = text.replace(&format!("{line}\n"), "").replacen(
+        "hosts:\n",
+        &format!("hosts:\n{}\n", line.replace("host2:", "renamed:")),
+        1,
+    );
+    fs::write(&config, text).unwrap();
     let (code, out) = check(&config);
     assert_eq!(code, 0, "{out}");
     assert!(

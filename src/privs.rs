@@ -92,54 +92,82 @@ impl RunAs {
     }
 }
 
-/// With `user:`, what that user cannot do in the host directories: a problem for each
-/// directory it cannot create names in (nothing could be linked there), and the number
-/// of files it cannot write, with one example (their records cannot be written, so they
-/// are not fanned out) when `files` is set.
-pub fn user_problems(
-    user: &RunAs,
+/// With `user:`, refuses host directories that user cannot create names in (nothing
+/// could be linked there): a configuration error listing each (`run` and `check`).
+pub fn refuse_unwritable_dirs(
+    config: &crate::config::Config,
     hosts: &crate::hosts::HostSet,
-    files: bool,
-) -> (Vec<String>, u64, Option<String>) {
-    use std::os::unix::fs::MetadataExt;
-    let mut dirs = Vec::new();
-    let (count_files, mut files, mut example) = (files, 0u64, None);
+) -> Result<(), Error> {
+    let Some(user) = &config.user else {
+        return Ok(());
+    };
+    let problems: Vec<crate::config::Problem> = hosts
+        .iter()
+        .filter_map(|h| {
+            let st = nix::sys::stat::fstat(&h.dir).ok()?;
+            (!user.may_write(st.st_uid, st.st_gid, st.st_mode)).then(|| {
+                crate::config::Problem::new(
+                    None,
+                    format!(
+                        "host {}: user {} cannot create links in {} (owner {}:{}, mode {:04o}): make the directory writable by that user, or remove user:",
+                        h.name,
+                        user.name,
+                        h.path.display(),
+                        st.st_uid,
+                        st.st_gid,
+                        st.st_mode & 0o7777
+                    ),
+                )
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(crate::config::ConfigError::Invalid {
+        path: config.source.clone(),
+        problems,
+    }
+    .into())
+}
+
+/// The regular files in the host directories `user` cannot write, and one example: their
+/// records cannot be written, so they are not fanned out (for `check`).
+pub fn unrecordable_files(user: &RunAs, hosts: &crate::hosts::HostSet) -> (u64, Option<String>) {
+    use nix::fcntl::{AtFlags, OFlag};
+    let (mut count, mut example) = (0u64, None);
     for h in hosts.iter() {
-        let Ok(meta) = std::fs::symlink_metadata(&h.path) else {
+        let Ok(dir) = nix::dir::Dir::openat(
+            &h.dir,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
             continue;
         };
-        if !user.may_write(meta.uid(), meta.gid(), meta.mode()) {
-            dirs.push(format!(
-                "host {}: user {} cannot create links in {} (owner {}:{}, mode {:04o}): make the directory writable by that user, or remove user:",
-                h.name,
-                user.name,
-                h.path.display(),
-                meta.uid(),
-                meta.gid(),
-                meta.mode() & 0o7777
-            ));
-            continue;
-        }
-        if !count_files {
-            continue;
-        }
-        for entry in std::fs::read_dir(&h.path).into_iter().flatten().flatten() {
-            let Ok(m) = entry.metadata() else { continue };
-            if m.is_file() && !user.may_write(m.uid(), m.gid(), m.mode()) {
-                files += 1;
+        for entry in dir.into_iter().flatten() {
+            let name = entry.file_name();
+            let Ok(st) = nix::sys::stat::fstatat(&h.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG
+                && !user.may_write(st.st_uid, st.st_gid, st.st_mode)
+            {
+                count += 1;
                 example.get_or_insert_with(|| {
                     format!(
-                        "{} (owner {}:{}, mode {:04o})",
-                        entry.path().display(),
-                        m.uid(),
-                        m.gid(),
-                        m.mode() & 0o7777
+                        "{}/{} (owner {}:{}, mode {:04o})",
+                        h.path.display(),
+                        crate::display::Name(name.to_bytes()),
+                        st.st_uid,
+                        st.st_gid,
+                        st.st_mode & 0o7777
                     )
                 });
             }
         }
     }
-    (dirs, files, example)
+    (count, example)
 }
 
 /// Drops to the capabilities linking needs, optionally as `user`. Call once, from the

@@ -97,28 +97,27 @@ pub enum Decoded {
     Foreign(u32),
 }
 
-/// How one host set is written: 0 = the previous entry's set, 1 = bitmap (byte count,
-/// bytes; bit `n` of byte `n / 8` is host number `n`), 2 = list (count, `u16` LE each).
+/// How one host set is written: 0 = the previous entry's set, 1 = bitmap (byte count
+/// u8, bytes; bit `n` of byte `n / 8` is host number `n`; numbers below 2,040), 2 = list
+/// (count `u16` LE, then `u16` LE each). The smaller form that can hold the set.
 fn encode_set(out: &mut Vec<u8>, hosts: &[u16], prev: Option<&[u16]>) {
     if prev == Some(hosts) {
         out.push(0);
         return;
     }
     let bitmap_len = hosts.last().map_or(0, |&n| usize::from(n) / 8 + 1);
-    if bitmap_len <= 2 * hosts.len() || hosts.len() > 255 {
+    if bitmap_len <= 255 && bitmap_len <= 2 * hosts.len() {
         out.push(1);
-        out.push(bitmap_len.min(255) as u8);
+        out.push(bitmap_len as u8);
         let start = out.len();
-        out.resize(start + bitmap_len.min(255), 0);
+        out.resize(start + bitmap_len, 0);
         for &n in hosts {
-            if let Some(b) = out.get_mut(start + usize::from(n) / 8) {
-                *b |= 1 << (n % 8);
-            }
+            out[start + usize::from(n) / 8] |= 1 << (n % 8);
         }
     } else {
         out.push(2);
-        out.push(hosts.len() as u8);
-        for &n in hosts {
+        out.extend_from_slice(&(hosts.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+        for &n in hosts.iter().take(usize::from(u16::MAX)) {
             out.extend_from_slice(&n.to_le_bytes());
         }
     }
@@ -279,7 +278,7 @@ fn decode_v2(bytes: &[u8]) -> Option<(u32, Record)> {
                     .collect()
             }
             2 => {
-                let n = c.u8()?;
+                let n = u16::from_le_bytes(c.take(2)?.try_into().ok()?);
                 let mut hosts: Vec<u16> = (0..n)
                     .map(|_| Some(u16::from_le_bytes(c.take(2)?.try_into().ok()?)))
                     .collect::<Option<_>>()?;
@@ -397,6 +396,7 @@ mod tests {
                 entry(b"we\xffird\nname", &[0, 1, 5]),
                 entry("copy", &[0, 1, 5]),
                 entry("sparse", &[3, 1000]),
+                entry("high", &(1800..2100).collect::<Vec<u16>>()),
                 entry("none", &[]),
             ],
             old_format: false,

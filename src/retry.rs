@@ -19,7 +19,7 @@
 use crate::completion::Key;
 use crate::hosts::HostId;
 use crate::link::{NotLinked, Outcome};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// First wait; doubled at each failure.
@@ -67,10 +67,14 @@ struct Pending {
     due: Option<Instant>,
 }
 
-/// The names waiting for another try.
+/// The names waiting for another try, and their order in time: finding what is due and
+/// the next deadline costs no scan of every pending name (the event loop asks on every
+/// turn, and a full disk can leave many waiting).
 #[derive(Debug, Default)]
 pub struct Retries {
     pending: HashMap<Key, Pending>,
+    /// `(due, key)` for every pending name with a due time, and only those.
+    queue: BTreeSet<(Instant, Key)>,
 }
 
 impl Retries {
@@ -84,17 +88,26 @@ impl Retries {
         match v {
             Verdict::Unchanged => {}
             Verdict::Done => {
-                if !self.pending.is_empty() {
-                    self.pending.remove(&(host, name.into()));
+                if self.pending.is_empty() {
+                    return;
+                }
+                let key: Key = (host, name.into());
+                if let Some(Pending { due: Some(d), .. }) = self.pending.remove(&key) {
+                    self.queue.remove(&(d, key));
                 }
             }
             Verdict::Again => {
-                let p = self.pending.entry((host, name.into())).or_insert(Pending {
+                let key: Key = (host, name.into());
+                let p = self.pending.entry(key.clone()).or_insert(Pending {
                     failures: 0,
                     due: None,
                 });
                 p.failures = p.failures.saturating_add(1);
-                p.due = Some(now + backoff(p.failures));
+                let due = now + backoff(p.failures);
+                if let Some(old) = p.due.replace(due) {
+                    self.queue.remove(&(old, key.clone()));
+                }
+                self.queue.insert((due, key));
             }
         }
     }
@@ -102,11 +115,14 @@ impl Retries {
     /// The names due at `now`; they count as under way until their outcome is noted.
     pub fn due(&mut self, now: Instant) -> Vec<Key> {
         let mut out = Vec::new();
-        for (key, p) in &mut self.pending {
-            if p.due.is_some_and(|d| d <= now) {
+        while self.queue.first().is_some_and(|(d, _)| *d <= now) {
+            let Some((_, key)) = self.queue.pop_first() else {
+                break;
+            };
+            if let Some(p) = self.pending.get_mut(&key) {
                 p.due = None;
-                out.push(key.clone());
             }
+            out.push(key);
         }
         out
     }
@@ -114,12 +130,16 @@ impl Retries {
     /// Puts back a name whose try could not be started (its host is gone for now).
     pub fn postpone(&mut self, key: &Key, now: Instant) {
         if let Some(p) = self.pending.get_mut(key) {
-            p.due = Some(now + backoff(p.failures));
+            let due = now + backoff(p.failures);
+            if let Some(old) = p.due.replace(due) {
+                self.queue.remove(&(old, key.clone()));
+            }
+            self.queue.insert((due, key.clone()));
         }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().filter_map(|p| p.due).min()
+        self.queue.first().map(|(d, _)| *d)
     }
 
     /// Names waiting for another try (or being tried).
@@ -229,5 +249,8 @@ mod tests {
         assert_eq!(r.len(), 1);
         r.note(&outcome(Ok(FanOut::default())), t1);
         assert!(r.is_empty());
+        // Its queued due time went with it.
+        assert_eq!(r.next_deadline(), None);
+        assert!(r.due(t1 + MAX_WAIT).is_empty());
     }
 }

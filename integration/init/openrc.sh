@@ -119,6 +119,12 @@ one_daemon() {
     DPID=$p
 }
 
+# still_boot_daemon WHEN: exactly one distlink runs and it is the one started at boot.
+still_boot_daemon() {
+    one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
+        fail "$1: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
+}
+
 # new_daemon OLD: exactly one distlink runs and it is not OLD (pid in DPID).
 new_daemon() { one_daemon && [ "$DPID" != "$1" ]; }
 
@@ -258,8 +264,7 @@ echo 'hosts: [' > "$MERGED$CONFIG"
 run_rc rc-service distlink reload
 [ "$RC" -ne 0 ] || fail "reload with 'hosts: [' succeeded: $RC_OUT"
 bad1="$RC ($RC_OUT)"
-one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
-    fail "after a refused reload: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
+still_boot_daemon "after a refused reload"
 next_name badyaml
 download "$NAME" server host2 host3
 ok "reload with invalid YAML fails: exit $bad1; pid $DPID still runs and linked $NAME in $TOOK"
@@ -267,8 +272,7 @@ ok "reload with invalid YAML fails: exit $bad1; pid $DPID still runs and linked 
 write_config "$MERGED$CONFIG" server host1 host2 host3 missing
 run_rc rc-service distlink reload
 [ "$RC" -eq 0 ] || fail "reload naming a missing directory failed (it is a warning now): $RC_OUT"
-one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
-    fail "after a reload with a missing directory: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
+still_boot_daemon "after a reload with a missing directory"
 next_name badhost
 download "$NAME" server host2 host3
 grep -q "host missing: directory .* does not exist" "$MESSAGES" ||
@@ -280,8 +284,7 @@ echo 'hosts: [' > "$MERGED$CONFIG"
 run_rc rc-service distlink restart
 [ "$RC" -ne 0 ] || fail "restart with 'hosts: [' succeeded: $RC_OUT"
 bad3="$RC ($RC_OUT)"
-one_daemon && [ "$DPID" = "$BOOT_PID" ] ||
-    fail "after a refused restart: distlink pid(s) '$(daemon_pids | tr '\n' ' ')', expected $BOOT_PID"
+still_boot_daemon "after a refused restart"
 started default distlink || fail "after a refused restart: distlink no longer started in rc-status"
 cp "$SCRATCH/good.yaml" "$MERGED$CONFIG"
 next_name badrestart

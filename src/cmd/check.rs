@@ -29,26 +29,14 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
         })?;
     let hosts = HostSet::open(&config, &Arc::new(numbers))?;
     let missing = crate::hosts::missing(&config);
-    let mut user_warning = None;
-    if let Some(user) = &config.user {
-        let (dirs, files, example) = crate::privs::user_problems(user, &hosts, true);
-        if !dirs.is_empty() {
-            return Err(crate::config::ConfigError::Invalid {
-                path: config.source.clone(),
-                problems: dirs
-                    .into_iter()
-                    .map(|m| crate::config::Problem::new(None, m))
-                    .collect(),
-            }
-            .into());
-        }
-        if let Some(example) = example {
-            user_warning = Some(format!(
-                "\nwarning: {files} files cannot carry records as user {}, e.g. {example}: they are not fanned out (a deletion could not be kept); chown them to that user, or run as root",
-                user.name
-            ));
-        }
-    }
+    crate::privs::refuse_unwritable_dirs(&config, &hosts)?;
+    let user_warning = config.user.as_ref().and_then(|user| {
+        let (files, example) = crate::privs::unrecordable_files(user, &hosts);
+        example.map(|example| format!(
+            "\nwarning: {files} files cannot carry records as user {}, e.g. {example}: they are not fanned out (a deletion could not be kept); chown them to that user, or run as root",
+            user.name
+        ))
+    });
     if hosts.is_empty() {
         return Err(crate::hosts::none_present(&config));
     }

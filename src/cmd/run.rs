@@ -135,19 +135,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         return Err(crate::hosts::none_present(&config));
     }
     // With user:, a host directory that user cannot write could get no link at all.
-    if let Some(user) = &config.user {
-        let (dirs, _, _) = crate::privs::user_problems(user, &hosts, false);
-        if !dirs.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: config.source.clone(),
-                problems: dirs
-                    .into_iter()
-                    .map(|m| crate::config::Problem::new(None, m))
-                    .collect(),
-            }
-            .into());
-        }
-    }
+    crate::privs::refuse_unwritable_dirs(&config, &hosts)?;
     for h in missing {
         log::warn!(
             "host {}: directory {} does not exist; starting without it, it is picked up when it appears",
@@ -369,25 +357,26 @@ impl Daemon {
             }
             let deadline = Some(deadline);
             let timeout = poll_timeout(deadline);
-            let mounts_fd = self.mounts.as_ref().map(|f| f.as_fd());
-            let mut fds = vec![
+            // The mount table only for POLLPRI (the file is always readable); without it,
+            // the watch again, with no events asked for.
+            let (mounts_fd, mounts_events) = match &self.mounts {
+                Some(f) => (f.as_fd(), PollFlags::POLLPRI),
+                None => (self.watch.fd(), PollFlags::empty()),
+            };
+            let mut fds = [
                 PollFd::new(self.watch.fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.fd(), PollFlags::POLLIN),
                 PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+                PollFd::new(mounts_fd, mounts_events),
             ];
-            // Only POLLPRI: the file is always readable.
-            if let Some(fd) = mounts_fd {
-                fds.push(PollFd::new(fd, PollFlags::POLLPRI));
-            }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::runtime("poll", e)),
             }
-            let mounts_changed = fds
-                .get(3)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR));
-            drop(fds);
+            let mounts_changed = self.mounts.is_some()
+                && fds[3]
+                    .revents()
+                    .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR));
             if mounts_changed {
                 for i in 0..self.config.hosts.len() {
                     self.host_dir_changed(i);
