@@ -1,5 +1,6 @@
 //! Never lose a fan-out: restarts, queue overflow, crashes, host changes.
 
+use crate::under_both_marks;
 use crate::util::*;
 use std::fs;
 use std::io::Write;
@@ -19,12 +20,12 @@ fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
 }
 
-#[test]
-fn restart_links_what_was_missed_and_respects_deletions() {
+under_both_marks! {
+fn restart_links_what_was_missed_and_respects_deletions(mark) {
     if !require_root() {
         return;
     }
-    let scratch = Scratch::tmpfs("restart");
+    let scratch = Scratch::tmpfs("restart").marking(mark);
     let hosts = scratch.hosts(3);
     let config = scratch.config_for(&hosts, &format!("{SETTLE}workers: 1\n"));
     let d = Daemon::start(&scratch, &config);
@@ -88,13 +89,14 @@ fn restart_links_what_was_missed_and_respects_deletions() {
         3
     );
 }
+}
 
-#[test]
-fn overflow_is_followed_by_a_rescan() {
+under_both_marks! {
+fn overflow_is_followed_by_a_rescan(mark) {
     if !require_root() {
         return;
     }
-    let scratch = Scratch::tmpfs("overflow");
+    let scratch = Scratch::tmpfs("overflow").marking(mark);
     let hosts = scratch.hosts(3);
     let config = scratch.config_for(&hosts, &format!("{SETTLE}unlimited_queue: false\n"));
     // The kernel reads the limit when the group is created: lower it around the start only.
@@ -121,6 +123,7 @@ fn overflow_is_followed_by_a_rescan() {
     }
     assert!(d.wait_log("reconcile (queue overflow) done"));
 }
+}
 
 fn watch_limit_path() -> &'static str {
     distlink::fanotify::MAX_QUEUED_EVENTS
@@ -137,12 +140,12 @@ impl Rng {
     }
 }
 
-#[test]
-fn crashes_at_random_moments_converge() {
+under_both_marks! {
+fn crashes_at_random_moments_converge(mark) {
     if !require_root() {
         return;
     }
-    let scratch = Scratch::tmpfs("crash");
+    let scratch = Scratch::tmpfs("crash").marking(mark);
     let hosts = scratch.hosts(3);
     let config = scratch.config_for(&hosts, &format!("{SETTLE}workers: 2\n"));
     let seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
@@ -222,13 +225,14 @@ fn crashes_at_random_moments_converge() {
         deleted.len()
     );
 }
+}
 
-#[test]
-fn sighup_adds_and_removes_hosts_and_keeps_a_good_config() {
+under_both_marks! {
+fn sighup_adds_and_removes_hosts_and_keeps_a_good_config(mark) {
     if !require_root() {
         return;
     }
-    let scratch = Scratch::tmpfs("sighup");
+    let scratch = Scratch::tmpfs("sighup").marking(mark);
     let hosts = scratch.hosts(3);
     let config = scratch.config_for(&hosts[..2], SETTLE);
     let d = Daemon::start(&scratch, &config);
@@ -271,13 +275,14 @@ fn sighup_adds_and_removes_hosts_and_keeps_a_good_config() {
     assert!(wait_linked(&kept, 1, "still.tar.gz"));
     assert!(d.stop().success());
 }
+}
 
-#[test]
-fn a_host_directory_removed_and_recreated_is_picked_up() {
+under_both_marks! {
+fn a_host_directory_removed_and_recreated_is_picked_up(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("vanish"), 3, SETTLE);
+    let s = setup(Scratch::tmpfs("vanish").marking(mark), 3, SETTLE);
     let hosts = &s.hosts;
     portage_download(&hosts[0], "old.tar.gz", b"before");
     assert!(wait_linked(hosts, 0, "old.tar.gz"));
@@ -340,6 +345,7 @@ fn a_host_directory_removed_and_recreated_is_picked_up() {
         !exists(&hosts[2].join("old.tar.gz")),
         "a file host2 cleaned came back"
     );
+}
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The daemon end to end on real filesystems: what gets linked, when, and what never is.
 
+use crate::under_both_marks;
 use crate::util::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -62,12 +63,13 @@ fn portage_download_case(scratch: Scratch) {
     drop(s.scratch);
 }
 
-#[test]
-fn portage_download_reaches_every_host_on_tmpfs() {
+under_both_marks! {
+fn portage_download_reaches_every_host_on_tmpfs(mark) {
     if !require_root() {
         return;
     }
-    portage_download_case(Scratch::tmpfs("portage-tmpfs"));
+    portage_download_case(Scratch::tmpfs("portage-tmpfs").marking(mark));
+}
 }
 
 #[test]
@@ -86,12 +88,12 @@ fn portage_download_reaches_every_host_on_xfs() {
     portage_download_case(Scratch::xfs("portage-xfs"));
 }
 
-#[test]
-fn direct_write_is_linked_only_after_settle() {
+under_both_marks! {
+fn direct_write_is_linked_only_after_settle(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("direct"), 3, &settle_line());
+    let s = setup(Scratch::tmpfs("direct").marking(mark), 3, &settle_line());
     let rec = Recorder::new(&s.hosts);
     fs::write(
         s.hosts[0].join("direct.tar.gz"),
@@ -112,13 +114,14 @@ fn direct_write_is_linked_only_after_settle() {
             .wait_log("host0/direct.tar.gz (settled): linked into host1, host2")
     );
 }
+}
 
-#[test]
-fn half_written_file_with_a_pause_is_not_linked_early() {
+under_both_marks! {
+fn half_written_file_with_a_pause_is_not_linked_early(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("pause"), 3, &settle_line());
+    let s = setup(Scratch::tmpfs("pause").marking(mark), 3, &settle_line());
     let rec = Recorder::new(&s.hosts);
     let half = vec![7u8; 64 * 1024];
 
@@ -166,13 +169,14 @@ fn half_written_file_with_a_pause_is_not_linked_early() {
         128 * 1024
     );
 }
+}
 
-#[test]
-fn deleting_in_one_host_leaves_the_others() {
+under_both_marks! {
+fn deleting_in_one_host_leaves_the_others(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("delete"), 3, &settle_line());
+    let s = setup(Scratch::tmpfs("delete").marking(mark), 3, &settle_line());
     portage_download(&s.hosts[0], "keep-1.tar.gz", b"keep");
     assert!(wait_linked(&s.hosts, 0, "keep-1.tar.gz"));
     fs::remove_file(s.hosts[1].join("keep-1.tar.gz")).unwrap();
@@ -193,13 +197,14 @@ fn deleting_in_one_host_leaves_the_others() {
         2
     );
 }
+}
 
-#[test]
-fn odd_names_are_linked_intact() {
+under_both_marks! {
+fn odd_names_are_linked_intact(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("names"), 3, &settle_line());
+    let s = setup(Scratch::tmpfs("names").marking(mark), 3, &settle_line());
     let long = [vec![b'a'; 248], b".tar.gz".to_vec()].concat();
     assert_eq!(long.len(), 255);
     let odd: Vec<Vec<u8>> = vec![
@@ -250,16 +255,17 @@ fn odd_names_are_linked_intact() {
     }
     assert_eq!(names(&s.hosts[0]).len(), odd.len() + 1);
 }
+}
 
-#[test]
-fn only_regular_files_with_final_names_are_linked() {
+under_both_marks! {
+fn only_regular_files_with_final_names_are_linked(mark) {
     if !require_root() {
         return;
     }
     // One worker: jobs run in order, so once the barrier files are linked, everything
     // created before them has been decided.
     let s = setup(
-        Scratch::tmpfs("kinds"),
+        Scratch::tmpfs("kinds").marking(mark),
         3,
         &format!("{}workers: 1\nignore: ['*.part']\n", settle_line()),
     );
@@ -311,13 +317,14 @@ fn only_regular_files_with_final_names_are_linked() {
         assert!(s.daemon.wait_log(line), "{line}: {}", s.daemon.log());
     }
 }
+}
 
-#[test]
-fn a_different_file_under_the_same_name_is_left_alone() {
+under_both_marks! {
+fn a_different_file_under_the_same_name_is_left_alone(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("conflict"), 3, &settle_line());
+    let s = setup(Scratch::tmpfs("conflict").marking(mark), 3, &settle_line());
     fs::write(
         s.hosts[1].join("clash.tar.gz.__download__"),
         b"host1's own copy",
@@ -351,13 +358,14 @@ fn a_different_file_under_the_same_name_is_left_alone() {
         b"host0's different copy"
     );
 }
+}
 
-#[test]
-fn sixteen_hosts_each_downloading() {
+under_both_marks! {
+fn sixteen_hosts_each_downloading(mark) {
     if !require_root() {
         return;
     }
-    let s = setup(Scratch::tmpfs("sixteen"), 16, &settle_line());
+    let s = setup(Scratch::tmpfs("sixteen").marking(mark), 16, &settle_line());
     let rec = Recorder::new(&s.hosts);
     for (i, h) in s.hosts.iter().enumerate() {
         for j in 0..5 {
@@ -392,16 +400,17 @@ fn sixteen_hosts_each_downloading() {
     let status = s.daemon.stop();
     assert!(status.success());
 }
+}
 
-#[test]
-fn sigterm_finishes_the_queued_links_and_exits_zero() {
+under_both_marks! {
+fn sigterm_finishes_the_queued_links_and_exits_zero(mark) {
     if !require_root() {
         return;
     }
     // One worker and 16 hosts: the renames outrun the linking, so jobs are still queued
     // when SIGTERM arrives.
     let s = setup(
-        Scratch::tmpfs("sigterm"),
+        Scratch::tmpfs("sigterm").marking(mark),
         16,
         &format!("{}workers: 1\n", settle_line()),
     );
@@ -450,14 +459,15 @@ fn sigterm_finishes_the_queued_links_and_exits_zero() {
         Some(0)
     );
 }
+}
 
-#[test]
-fn link_errors_are_logged_and_the_daemon_carries_on() {
+under_both_marks! {
+fn link_errors_are_logged_and_the_daemon_carries_on(mark) {
     if !require_root() {
         return;
     }
     // tmpfs counts every extra hardlink against nr_inodes: with 12, the links run out.
-    let mut scratch = Scratch::new("enospc");
+    let mut scratch = Scratch::new("enospc").marking(mark);
     let fs_ = scratch.mount_tmpfs_with("fs", "size=16m,nr_inodes=12");
     assert_eq!(fs_, scratch.fs());
     let s = setup(scratch, 3, &settle_line());
@@ -484,4 +494,5 @@ fn link_errors_are_logged_and_the_daemon_carries_on() {
         wait_linked(&s.hosts, 1, "after.tar.gz"),
         "the daemon did not carry on"
     );
+}
 }

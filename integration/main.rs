@@ -4,6 +4,7 @@
 mod catchup;
 mod config_errors;
 mod fanout;
+mod filesystems;
 mod hostile;
 mod init_systems;
 mod nfs;

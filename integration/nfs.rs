@@ -179,7 +179,10 @@ fn world(name: &str, n: usize) -> World {
 }
 
 fn world_with(name: &str, n: usize, env: &[(&str, &str)]) -> World {
-    let scratch = Scratch::tmpfs(name);
+    world_in(Scratch::tmpfs(name), n, env)
+}
+
+fn world_in(scratch: Scratch, n: usize, env: &[(&str, &str)]) -> World {
     let hosts = scratch.hosts(n);
     let config = scratch.config_for(&hosts, &format!("settle: {}ms\n", SETTLE.as_millis()));
     let nfs = Nfs::start_with(&scratch, env);
@@ -229,7 +232,11 @@ fn portage_over(v: V) {
     if !require_root() {
         return;
     }
-    let w = world(&format!("nfs-portage-{v:?}"), 4);
+    portage_into(world(&format!("nfs-portage-{v:?}"), 4), v);
+}
+
+/// A client downloads Portage-style into host1 over NFS: fanned out at the rename.
+fn portage_into(w: World, v: V) {
     let rec = Recorder::new(&w.hosts);
     let src = w.source("src", 3_000_000);
     let url = w.nfs.url("host1/pkg-1.0.tar.gz", v);
@@ -270,6 +277,18 @@ fn nfs_v3_portage_download_fans_out() {
 #[test]
 fn nfs_v4_portage_download_fans_out() {
     portage_over(V::V4);
+}
+
+/// The host directories in a btrfs subvolume (directory marks, see `fanotify.rs`),
+/// exported by ganesha.
+#[test]
+fn nfs_v4_download_into_a_btrfs_subvolume_fans_out() {
+    if !require_root() || !require_tool("mkfs.btrfs") {
+        return;
+    }
+    let w = world_in(Scratch::btrfs_subvolume("nfs-btrfs-subvolume"), 4, &[]);
+    assert!(w.daemon.wait_log("fanotify marks: directories"));
+    portage_into(w, V::V4);
 }
 
 #[test]

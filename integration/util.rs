@@ -89,6 +89,10 @@ pub struct Scratch {
     mounts: Vec<PathBuf>,
     /// `guard.sh`: cleans up if this process dies without running `Drop`.
     guard: Option<Child>,
+    /// Where the host directories go, below `root` (`fs`, or a subvolume in it).
+    fs_rel: PathBuf,
+    /// `mark:` for [`Scratch::config_for`] (`None`: the default, auto).
+    pub mark: Option<&'static str>,
 }
 
 impl Scratch {
@@ -112,7 +116,49 @@ impl Scratch {
             root,
             mounts: Vec::new(),
             guard,
+            fs_rel: PathBuf::from("fs"),
+            mark: None,
         }
+    }
+
+    /// The same scratch area with `mark: strategy` in its configurations.
+    pub fn marking(mut self, strategy: &'static str) -> Scratch {
+        self.mark = Some(strategy);
+        self
+    }
+
+    /// A loop-mounted btrfs with the host directories at its top level.
+    pub fn btrfs(test: &str) -> Scratch {
+        Scratch::image(test, 256, "mkfs.btrfs", &["-q", "-f"])
+    }
+
+    /// A loop-mounted btrfs with the host directories in the subvolume `distfiles`, the
+    /// filesystem mounted at its top level (the layout that keeps distfiles out of
+    /// snapshots).
+    pub fn btrfs_subvolume(test: &str) -> Scratch {
+        let mut s = Scratch::btrfs(test);
+        run(Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(s.fs().join("distfiles")));
+        s.fs_rel = PathBuf::from("fs/distfiles");
+        s
+    }
+
+    /// A loop-mounted btrfs mounted with `subvol=distfiles`: the mount root is itself a
+    /// subvolume (as `/` is with `subvol=@`).
+    pub fn btrfs_mounted_subvolume(test: &str) -> Scratch {
+        let mut s = Scratch::btrfs(test);
+        let fs = s.fs();
+        run(Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(fs.join("distfiles")));
+        run(Command::new("umount").arg(&fs));
+        run(Command::new("mount")
+            .args(["-o", "loop,subvol=distfiles"])
+            .arg(s.root.join("fs.img"))
+            .arg(&fs));
+        s.mounts.dedup();
+        s
     }
 
     /// A scratch directory with a fresh tmpfs at `fs/`.
@@ -185,7 +231,7 @@ impl Scratch {
 
     /// The main test filesystem.
     pub fn fs(&self) -> PathBuf {
-        self.root.join("fs")
+        self.root.join(&self.fs_rel)
     }
 
     /// Creates `n` host directories `fs/host0` … and returns them.
@@ -222,6 +268,11 @@ impl Scratch {
         }
         if !extra.contains("host_numbers:") {
             text.push_str(&self.numbers_line());
+        }
+        if let Some(mark) = self.mark
+            && !extra.contains("mark:")
+        {
+            text.push_str(&format!("mark: {mark}\n"));
         }
         text.push_str(extra);
         self.config(&text)
@@ -678,4 +729,27 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A test run under both mark strategies (see `fanotify.rs`), as
+/// `NAME::filesystem_mark` and `NAME::directory_marks`: the body gets the strategy as
+/// `$mark`, for [`Scratch::marking`].
+#[macro_export]
+macro_rules! under_both_marks {
+    ($(#[$meta:meta])* fn $name:ident($mark:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$meta])*
+            fn run($mark: &'static str) $body
+            #[test]
+            fn filesystem_mark() {
+                run("filesystem")
+            }
+            #[test]
+            fn directory_marks() {
+                run("directories")
+            }
+        }
+    };
 }

@@ -8,6 +8,7 @@
 //! settle: 10s                # quiet time before a directly written file counts as complete
 //! ignore: ["*.part"]         # extra glob patterns never linked
 //! host_numbers: /var/lib/distlink/host-numbers   # the key to every record; keep it
+//! mark: auto                 # auto | filesystem | directories (see fanotify.rs)
 //! ```
 //!
 //! Checks that need the filesystem (the directories exist, hold no symlink, share one
@@ -54,6 +55,8 @@ pub struct Config {
     pub prometheus_textfile: Option<PathBuf>,
     /// `--log-level` when the command line does not give one.
     pub log_level: Option<String>,
+    /// How the fanotify group is marked (see [`crate::fanotify::MarkStrategy`]).
+    pub mark: crate::fanotify::MarkStrategy,
 }
 
 /// Default status file.
@@ -177,6 +180,7 @@ struct Raw {
     host_numbers: Option<Spanned<String>>,
     prometheus_textfile: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    mark: Option<Spanned<String>>,
 }
 
 /// `hosts:` in file order (a plain map would lose the order, which logs follow).
@@ -490,6 +494,22 @@ impl Config {
             }
             None => None,
         };
+        let mark = match raw.mark {
+            None => crate::fanotify::MarkStrategy::Auto,
+            Some(m) => match crate::fanotify::MarkStrategy::parse(&m.value) {
+                Some(s) => s,
+                None => {
+                    problems.push(Problem::new(
+                        Some(Location::of(&m)),
+                        format!(
+                            "mark must be auto, filesystem or directories, not {:?}",
+                            m.value
+                        ),
+                    ));
+                    crate::fanotify::MarkStrategy::Auto
+                }
+            },
+        };
         let user = raw
             .user
             .and_then(|u| match crate::privs::RunAs::lookup(&u.value) {
@@ -517,6 +537,7 @@ impl Config {
             host_numbers,
             prometheus_textfile,
             log_level,
+            mark,
         })
     }
 }
@@ -643,7 +664,7 @@ mod tests {
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
-            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level"
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level, mark"
         );
         assert!(
             yaml("hosts:\n  a: /a\n  a: /b\n")

@@ -199,6 +199,20 @@ pub fn parent_keys(config: &Config) -> crate::classify::Parents {
     map
 }
 
+/// The parents of `config`'s host directories, each once (marked under `mark:
+/// directories`, see `fanotify.rs`).
+pub fn parent_dirs(config: &Config) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for h in &config.hosts {
+        if let Some(p) = h.path.parent()
+            && !dirs.iter().any(|d| d == p)
+        {
+            dirs.push(p.to_owned());
+        }
+    }
+    dirs
+}
+
 /// The first component of `path` that is a symlink, for messages.
 fn first_symlink(path: &Path) -> Option<PathBuf> {
     let mut cur = PathBuf::new();

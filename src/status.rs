@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub started: u64,
     pub updated: u64,
     pub config: String,
+    /// The fanotify mark strategy in use and why (see `fanotify.rs`).
+    pub marks: String,
     /// (name, directory, present)
     pub hosts: Vec<(String, String, bool)>,
     pub files: u64,
@@ -86,12 +88,13 @@ impl Snapshot {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "pid={}\nstate={}\nstarted={}\nupdated={}\nconfig={}",
+            "pid={}\nstate={}\nstarted={}\nupdated={}\nconfig={}\nmarks={}",
             self.pid,
             self.state,
             self.started,
             self.updated,
-            esc(&self.config)
+            esc(&self.config),
+            esc(&self.marks)
         );
         for (name, path, present) in &self.hosts {
             let _ = writeln!(
@@ -133,6 +136,7 @@ impl Snapshot {
             match k {
                 "state" => s.state = v.to_owned(),
                 "config" => s.config = unesc(v),
+                "marks" => s.marks = unesc(v),
                 "last_reconcile_summary" => s.last_reconcile_summary = unesc(v),
                 "host" => {
                     let mut parts = v.split('\t');
@@ -462,6 +466,7 @@ mod tests {
             started: 1,
             updated: 2,
             config: "/etc/distlink.yaml".into(),
+            marks: "directories (mark: auto, and\nEXDEV)".into(),
             hosts: vec![
                 ("a".into(), "/d/a".into(), true),
                 ("b x".into(), "/d/b\nc".into(), false),
@@ -486,6 +491,7 @@ mod tests {
         assert_eq!(back.pool_bytes, 11);
         assert_eq!(back.settling, 13);
         assert_eq!(back.retrying, 14);
+        assert_eq!(back.marks, s.marks);
         assert_eq!(back.last_reconcile_summary, "done in 1s");
         let p = s.prometheus();
         assert!(p.contains("distlink_links_total 4\n"));

@@ -43,11 +43,12 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     hosts.check_records()?;
     // Opening the group and marking proves kernel support and privileges; dropping it
     // removes the mark again.
-    let watch = Watch::open(&hosts, config.unlimited_queue)?;
+    let watch = Watch::open(&hosts, &config)?;
     let queue = match watch.limit {
         None => "unlimited queue".to_owned(),
         Some(n) => format!("queue limited to {n} events"),
     };
+    let marks = watch.describe();
     drop(watch);
     let user = match &config.user {
         None => "root with CAP_FOWNER, CAP_DAC_READ_SEARCH, CAP_DAC_OVERRIDE".to_owned(),
@@ -86,7 +87,7 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
         ));
     }
     out.push_str(&format!(
-        "\nfanotify: FID mode (FAN_REPORT_DFID_NAME) and filesystem mark: ok, {queue}\n\
+        "\nfanotify: FID mode (FAN_REPORT_DFID_NAME): ok, {queue}; marks: {marks}\n\
          records: user.distlink extended attributes: ok; host numbers: {} ({})\n\
          linking as: {user}",
         config.host_numbers.display(),

@@ -199,10 +199,11 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     //    the mask and they only ever arrive through the signalfd the event loop polls.
     let signals = Signals::block()?;
 
-    // 4. The fanotify group and its filesystem mark. This is the step that needs
-    //    CAP_SYS_ADMIN; from the moment it succeeds, every change on the filesystem is
-    //    queued for us, so anything written after READY=1 below cannot be missed.
-    let watch = Watch::open(&hosts, config.unlimited_queue)?;
+    // 4. The fanotify group and its marks: the filesystem mark (needs CAP_SYS_ADMIN) or
+    //    inode marks on the host directories, as `mark:` says (see fanotify.rs). From the
+    //    moment it succeeds, every change in the host directories is queued for us, so
+    //    anything written after READY=1 below cannot be missed.
+    let watch = Watch::open(&hosts, &config)?;
 
     // 5. Drop every privilege linking does not need (see privs.rs), before any other
     //    thread exists: capabilities are per thread and inherited. The logging thread
@@ -262,6 +263,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         bad_events: 0,
     };
     daemon.log_start();
+    log::info!("fanotify marks: {}", daemon.watch.describe());
 
     // 7. Tell the service manager: the mark is in place.
     daemon.notify_ready();
@@ -407,6 +409,7 @@ impl Daemon {
                 .last_written
                 .is_none_or(|t| t.elapsed() >= STATUS_EVERY)
             {
+                self.look_for_missing_hosts();
                 self.write_status("running");
             }
             // The service manager's watchdog: the loop is alive.
@@ -575,10 +578,12 @@ impl Daemon {
                     config.hosts.iter().map(|h| h.name.as_str()),
                 )?);
                 let hosts = HostSet::open(&config, &numbers)?.or_filesystem_of(&self.hosts);
-                // A new filesystem needs a new mark; the old group goes when the new one is in.
+                // A new filesystem needs a new group; the old one goes when the new one is
+                // in. On the same filesystem, directory marks are added for new hosts.
                 let watch = if !self.watch.covers(hosts.dev) {
-                    Some(Watch::open(&hosts, config.unlimited_queue)?)
+                    Some(Watch::open(&hosts, &config)?)
                 } else {
+                    self.watch.cover(&hosts, &config)?;
                     None
                 };
                 Ok((config, hosts, watch))
@@ -598,6 +603,9 @@ impl Daemon {
                 }
                 if let Some(watch) = watch {
                     self.watch = watch;
+                    log::info!("fanotify marks: {}", self.watch.describe());
+                } else if config.mark != self.config.mark {
+                    log::warn!("mark: a change applies after a restart");
                 }
                 // Files already waiting keep their deadline; the new period applies next.
                 self.settle.set_period(config.settle);
@@ -613,6 +621,9 @@ impl Daemon {
                     .filter(|h| !hosts.contains(&h.name))
                     .map(|h| &*h.name)
                     .collect();
+                for h in self.hosts.iter().filter(|h| !hosts.contains(&h.name)) {
+                    self.watch.uncover_dir(h.dir.as_fd());
+                }
                 if !removed.is_empty() {
                     log::info!(
                         "hosts removed (their directories are left as they are): {}",
@@ -689,7 +700,7 @@ impl Daemon {
                     // descriptor would land in a directory the host no longer sees.
                     let was_in = self.hosts.contains(&hc.name);
                     if was_in {
-                        self.hosts = Arc::new(self.hosts.without(&hc.name));
+                        self.drop_host(&hc.name);
                     }
                     if was_in || current.is_none() && !self.off_filesystem.contains(&hc.name) {
                         log::error!(
@@ -702,6 +713,22 @@ impl Daemon {
                     return;
                 }
                 self.off_filesystem.remove(&hc.name);
+                // Under directory marks the new directory (a new inode) needs its mark,
+                // and a re-created parent too; the reconcile below covers what was
+                // written before.
+                if let Err(e) = self.watch.cover_dir(host.dir.as_fd()) {
+                    log::error!(
+                        "host {}: cannot mark {} ({e}); its new downloads are fanned out only by reconciles",
+                        hc.name,
+                        hc.path.display()
+                    );
+                }
+                if let Err(e) = self.watch.cover(&self.hosts, &self.config) {
+                    log::warn!(
+                        "re-marking the host directories: {}",
+                        crate::error_chain(&e)
+                    );
+                }
                 log::info!(
                     "host {}: directory {} is back; it gets new completions from now on (not the files it cleaned)",
                     hc.name,
@@ -717,8 +744,27 @@ impl Daemon {
                         hc.name,
                         hc.path.display()
                     );
-                    self.hosts = Arc::new(self.hosts.without(&hc.name));
+                    self.drop_host(&hc.name);
                 }
+            }
+        }
+    }
+
+    /// Takes host `name` out of the set (its directory vanished or leads elsewhere).
+    fn drop_host(&mut self, name: &str) {
+        if let Some(i) = self.hosts.position(name) {
+            self.watch.uncover_dir(self.hosts.get(i).dir.as_fd());
+        }
+        self.hosts = Arc::new(self.hosts.without(name));
+    }
+
+    /// Host directories missing from the set: look again. Events normally say when one
+    /// appears; this catches a parent that was itself re-created (under directory marks
+    /// its mark went with the old inode) or could not be marked.
+    fn look_for_missing_hosts(&mut self) {
+        for i in 0..self.config.hosts.len() {
+            if !self.hosts.contains(&self.config.hosts[i].name) {
+                self.host_dir_changed(i);
             }
         }
     }
@@ -800,6 +846,7 @@ impl Daemon {
             started: self.progress.started,
             updated: crate::status::now(),
             config: self.config.source.display().to_string(),
+            marks: self.watch.describe(),
             hosts: self
                 .config
                 .hosts

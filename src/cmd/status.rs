@@ -81,6 +81,9 @@ pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
         );
     }
     let _ = writeln!(out, "configuration: {}", s.config);
+    if !s.marks.is_empty() {
+        let _ = writeln!(out, "fanotify marks: {}", s.marks);
+    }
     let _ = writeln!(out, "hosts:");
     for (name, dir, present) in &s.hosts {
         let _ = writeln!(
