@@ -323,9 +323,8 @@ impl Watch {
                     hint: mark_hint(&source, Marking::Directories, f_type),
                     source,
                 })
-                .map_err(|e| {
-                    log::error!("host {}: cannot mark {}", h.name, h.path.display());
-                    e
+                .inspect_err(|_| {
+                    log::error!("host {}: cannot mark {}", h.name, h.path.display())
                 })?;
         }
         for parent in crate::hosts::parent_dirs(config) {
