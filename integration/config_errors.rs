@@ -178,7 +178,7 @@ fn every_kind_of_config_error_has_its_message() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("configuration OK: 2 hosts"), "{text}");
     assert!(
-        text.contains("filesystem mark: ok, unlimited queue"),
+        text.contains("ok, unlimited queue; marks: filesystem (mark: auto; the kernel granted"),
         "{text}"
     );
     assert!(

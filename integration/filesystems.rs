@@ -157,7 +157,6 @@ fn every_promise(scratch: Scratch, expect: &str) {
     assert!(d.wait_log("is gone"));
     fs::create_dir(&hosts[2]).unwrap();
     assert!(d.wait_log("is back"));
-    assert!(d.wait_log("reconcile (host directory back) done"));
     portage_download(&hosts[2], "from-host2.tar.gz", b"own");
     assert!(
         wait_linked(&three, 2, "from-host2.tar.gz"),

@@ -280,13 +280,18 @@ fn nfs_v4_portage_download_fans_out() {
 }
 
 /// The host directories in a btrfs subvolume (directory marks, see `fanotify.rs`),
-/// exported by ganesha.
+/// exported by ganesha. Ganesha finds the filesystems it exports in the mount table, so
+/// the subvolume is mounted (`subvol=`), as a server exporting one would.
 #[test]
 fn nfs_v4_download_into_a_btrfs_subvolume_fans_out() {
     if !require_root() || !require_tool("mkfs.btrfs") {
         return;
     }
-    let w = world_in(Scratch::btrfs_subvolume("nfs-btrfs-subvolume"), 4, &[]);
+    let w = world_in(
+        Scratch::btrfs_mounted_subvolume("nfs-btrfs-subvolume"),
+        4,
+        &[],
+    );
     assert!(w.daemon.wait_log("fanotify marks: directories"));
     portage_into(w, V::V4);
 }

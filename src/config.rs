@@ -661,6 +661,18 @@ mod tests {
     }
 
     #[test]
+    fn mark_strategy() {
+        let c = parse("hosts:\n  a: /d/a\n  b: /d/b\n").unwrap();
+        assert_eq!(c.mark, crate::fanotify::MarkStrategy::Auto);
+        let c = parse("hosts:\n  a: /d/a\n  b: /d/b\nmark: directories\n").unwrap();
+        assert_eq!(c.mark, crate::fanotify::MarkStrategy::Directories);
+        assert_eq!(
+            problems("hosts:\n  a: /d/a\n  b: /d/b\nmark: mount\n"),
+            ["4:7: mark must be auto, filesystem or directories, not \"mount\""]
+        );
+    }
+
+    #[test]
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
