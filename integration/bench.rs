@@ -12,10 +12,15 @@
 //!   500,000 files written under their final name and pending settle at once; and the
 //!   resident memory left after 200,000 names were created and deleted while pending.
 //!
+//! * Mark strategies (`-- marks`): latency, burst and reconcile under the filesystem mark
+//!   and under directory marks, side by side, and the burst again while another thread
+//!   writes 100,000 unrelated files elsewhere on the filesystem.
+//!
 //! Targets (issue 2): p99 under 5 ms at 16 hosts; burst within 2x of the floor.
 //! (issue 9): each memory figure under 64 MiB, and churn gives its memory back.
 //! (issue 11): p99 under 10 ms at 1,024 hosts; the 1,024-host burst and the 256-host
-//! reconcile within 1.5x of their floors.
+//! reconcile within 1.5x of their floors. (issue 12): directory marks no slower than the
+//! filesystem mark, and not slowed by a filesystem busy elsewhere.
 
 #[allow(dead_code)]
 #[path = "util.rs"]
@@ -52,6 +57,23 @@ fn proc_status(pid: i32, field: &str) -> String {
                 .map(|l| l[field.len()..].trim().to_owned())
         })
         .unwrap_or_else(|| "?".into())
+}
+
+/// User + system CPU time a process has used, in milliseconds (`/proc/PID/stat`).
+fn cpu_ms(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    f.get(11).zip(f.get(12)).map_or(0, |(u, s)| (u + s) * 1000 / ticks)
 }
 
 /// `12345 kB` as MiB.
@@ -166,7 +188,14 @@ fn big_tmpfs(label: &str) -> Scratch {
 }
 
 fn latency(n: usize, samples_wanted: usize) {
-    let scratch = big_tmpfs(&format!("bench-latency-{n}"));
+    let d = latency_with(n, samples_wanted, None);
+    println!("latency  {n:>4} hosts: {d}");
+}
+
+/// p50, p99 and max of `samples_wanted` fan-outs into `n` hosts, under `mark`.
+fn latency_with(n: usize, samples_wanted: usize, mark: Option<&'static str>) -> String {
+    let mut scratch = big_tmpfs(&format!("bench-latency-{n}"));
+    scratch.mark = mark;
     let hosts = scratch.hosts(n);
     let config = scratch.config_for(&hosts, "settle: 10s\n");
     let daemon = Daemon::start(&scratch, &config);
@@ -186,14 +215,14 @@ fn latency(n: usize, samples_wanted: usize) {
         samples.push(t0.elapsed());
     }
     samples.sort();
-    println!(
-        "latency  {n:>4} hosts: p50 {}  p99 {}  max {}  ({} renames, tmpfs)",
+    drop(daemon);
+    format!(
+        "p50 {}  p99 {}  max {}  ({} renames, tmpfs)",
         ms(percentile(&samples, 0.50)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap()),
         samples.len()
-    );
-    drop(daemon);
+    )
 }
 
 /// `files` temporaries in host0 of a fresh tmpfs with `n` hosts.
@@ -241,9 +270,31 @@ fn util_open(p: &std::path::Path) -> std::os::fd::OwnedFd {
 /// Renames `files` files into host0 of `n` hosts at once; done when every file has a
 /// name in every host (its link count, polled from the first file not yet done).
 fn burst(files: usize, n: usize) -> (Duration, String) {
-    let (scratch, hosts, names) = burst_fixture("bench-burst", files, n);
+    burst_with(files, n, None, 0)
+}
+
+/// [`burst`] under `mark`, while another thread writes and removes `busy` unrelated files
+/// elsewhere on the same filesystem.
+fn burst_with(
+    files: usize,
+    n: usize,
+    mark: Option<&'static str>,
+    busy: usize,
+) -> (Duration, String) {
+    let (mut scratch, hosts, names) = burst_fixture("bench-burst", files, n);
+    scratch.mark = mark;
     let config = scratch.config_for(&hosts, "settle: 10s\n");
     let daemon = Daemon::start(&scratch, &config);
+    assert!(daemon.wait_log("reconcile (start-up) done"));
+    let elsewhere = scratch.fs().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..busy {
+            let p = elsewhere.join(format!("build-{i:06}.o"));
+            fs::write(&p, b"object").unwrap();
+            fs::remove_file(&p).unwrap();
+        }
+    });
     let t0 = Instant::now();
     for name in &names {
         fs::rename(
@@ -266,6 +317,8 @@ fn burst(files: usize, n: usize) -> (Duration, String) {
         std::thread::sleep(Duration::from_micros(200));
     }
     let total = t0.elapsed();
+    writer.join().unwrap();
+    let cpu = cpu_ms(daemon.pid());
     let overflowed = daemon.log().contains("overflowed");
     let mem = vm_hwm(daemon.pid());
     drop(daemon);
@@ -273,7 +326,7 @@ fn burst(files: usize, n: usize) -> (Duration, String) {
     (
         total,
         format!(
-            "(renames alone {}; daemon peak RSS {}{})",
+            "(renames alone {}; daemon CPU {cpu} ms; daemon peak RSS {}{})",
             ms(renamed),
             mib(&mem),
             if overflowed {
@@ -366,7 +419,12 @@ fn reconcile_floor(l: Layout) -> Duration {
 }
 
 fn reconcile(l: Layout) -> (Duration, String) {
-    let scratch = big_tmpfs("bench-reconcile");
+    reconcile_with(l, None)
+}
+
+fn reconcile_with(l: Layout, mark: Option<&'static str>) -> (Duration, String) {
+    let mut scratch = big_tmpfs("bench-reconcile");
+    scratch.mark = mark;
     let (hosts, missing) = reconcile_fixture(&scratch, l);
     let daemon = start_up_reconcile(&scratch, &hosts);
     let log = daemon.log();
@@ -414,6 +472,9 @@ fn main() {
     if only_scale {
         return scale();
     }
+    if std::env::args().any(|a| a == "marks") {
+        return marks();
+    }
     let (pending, before, after) = memory_pending();
     println!(
         "memory   {CHURN_NAMES} names created and deleted while pending: daemon RSS {before} before, {after} after"
@@ -436,6 +497,52 @@ fn main() {
         others: 7,
     }]);
     scale();
+    marks();
+}
+
+/// The same figures under both mark strategies, side by side (issue 12), and a burst
+/// while the filesystem is busy outside the host directories.
+fn marks() {
+    const BUSY: usize = 100_000;
+    let both = [Some("filesystem"), Some("directories")];
+    for m in both {
+        println!(
+            "marks    {:<11} latency 16 hosts: {}",
+            m.unwrap(),
+            latency_with(16, 400, m)
+        );
+    }
+    for m in both {
+        let (t, note) = burst_with(10_000, 16, m, 0);
+        println!(
+            "marks    {:<11} burst 10000 files x 15 links: {} {note}",
+            m.unwrap(),
+            ms(t)
+        );
+    }
+    for m in both {
+        let (t, note) = burst_with(10_000, 16, m, BUSY);
+        println!(
+            "marks    {:<11} burst 10000 files x 15 links, {BUSY} unrelated files written meanwhile: {} {note}",
+            m.unwrap(),
+            ms(t)
+        );
+    }
+    let l = Layout {
+        files: 50_000,
+        hosts: 16,
+        others: 7,
+    };
+    for m in both {
+        let (t, note) = reconcile_with(l, m);
+        println!(
+            "marks    {:<11} reconcile {} files x {} hosts: {} ({note})",
+            m.unwrap(),
+            l.files,
+            l.hosts,
+            ms(t)
+        );
+    }
 }
 
 /// The figures for hundreds of hosts (issue 11).
