@@ -73,7 +73,9 @@ fn cpu_ms(pid: i32) -> u64 {
         .ok()
         .flatten()
         .unwrap_or(100) as u64;
-    f.get(11).zip(f.get(12)).map_or(0, |(u, s)| (u + s) * 1000 / ticks)
+    f.get(11)
+        .zip(f.get(12))
+        .map_or(0, |(u, s)| (u + s) * 1000 / ticks)
 }
 
 /// `12345 kB` as MiB.

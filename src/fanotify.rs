@@ -173,6 +173,9 @@ fn mark_hint(e: &io::Error, marking: Marking, f_type: i64) -> &'static str {
         (Some(libc::EINVAL), Marking::Directories) => {
             "this kernel refuses one of the events on a directory mark; Linux 5.9 or newer is needed"
         }
+        (Some(libc::EPERM), Marking::Directories) => {
+            "this kernel wants CAP_SYS_ADMIN for inode marks in FID mode (Linux before 5.13): a host added or re-created after start-up needs a restart"
+        }
         (Some(libc::ENOSPC), Marking::Directories) => "too many marks (fs.fanotify.max_user_marks)",
         _ => "",
     }
