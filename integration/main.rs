@@ -7,6 +7,7 @@ mod fanout;
 mod filesystems;
 mod hostile;
 mod init_systems;
+mod merging;
 mod nfs;
 mod packaging;
 mod promises;

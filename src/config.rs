@@ -9,6 +9,7 @@
 //! ignore: ["*.part"]         # extra glob patterns never linked
 //! host_numbers: /var/lib/distlink/host-numbers   # the key to every record; keep it
 //! mark: auto                 # auto | filesystem | directories (see fanotify.rs)
+//! merge: true                # replace byte-identical copies by links (see merge.rs)
 //! ```
 //!
 //! Checks that need the filesystem (the directories exist, hold no symlink, share one
@@ -57,6 +58,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// How the fanotify group is marked (see [`crate::fanotify::MarkStrategy`]).
     pub mark: crate::fanotify::MarkStrategy,
+    /// Replace byte-identical copies by links (see `merge.rs`); default on.
+    pub merge: bool,
 }
 
 /// Default status file.
@@ -181,6 +184,7 @@ struct Raw {
     prometheus_textfile: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     mark: Option<Spanned<String>>,
+    merge: Option<bool>,
 }
 
 /// `hosts:` in file order (a plain map would lose the order, which logs follow).
@@ -538,6 +542,7 @@ impl Config {
             prometheus_textfile,
             log_level,
             mark,
+            merge: raw.merge.unwrap_or(true),
         })
     }
 }
@@ -676,7 +681,7 @@ mod tests {
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
-            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level, mark"
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level, mark, merge"
         );
         assert!(
             yaml("hosts:\n  a: /a\n  a: /b\n")

@@ -27,6 +27,7 @@ pub mod host_numbers;
 pub mod hosts;
 pub mod link;
 pub mod logging;
+pub mod merge;
 pub mod names;
 pub mod plan;
 pub mod pool;

@@ -58,6 +58,9 @@ pub struct Candidate {
     pub settle: Option<Duration>,
     /// Look and plan, link nothing (`distlink sync --dry-run`).
     pub dry_run: bool,
+    /// `Some(settle)`: replace byte-identical copies under the name in other hosts that
+    /// have been quiet that long (`merge:`; see `merge.rs`).
+    pub merge: Option<Duration>,
 }
 
 /// Why a candidate was not linked at all.
@@ -100,8 +103,15 @@ pub struct FanOut {
     pub deferred: bool,
     /// Hosts that got a link (a dry run: would get one).
     pub linked: Vec<Arc<str>>,
-    /// Hosts holding another file under the name.
+    /// Hosts holding another file under the name (different bytes, or not comparable
+    /// now).
     pub conflicts: Vec<Arc<str>>,
+    /// Hosts whose byte-identical copy was replaced by a link (a dry run: would be), and
+    /// the bytes that freed.
+    pub merged: Vec<Arc<str>>,
+    pub merged_bytes: u64,
+    /// A merge that failed part-way (the name is as it was, unless said otherwise).
+    pub merge_failed: Vec<(Arc<str>, String)>,
     /// Hosts where the link failed.
     pub failed: Vec<(Arc<str>, Errno)>,
     /// Hosts named in the record that lack the name (a dry run looks).
@@ -403,6 +413,16 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
             },
         }
     }
+    // Byte-identical copies under the name: merged into one inode (see merge.rs). The
+    // inode the name ends on may be another host's (it had more names).
+    let mut survivor: Option<(OwnedFd, FileStat, Option<Record>)> = None;
+    if c.merge.is_some() && !out.conflicts.is_empty() {
+        survivor = merge_copies(c, file, st, &mut holders, &mut out);
+    }
+    let (file, st, record) = match &survivor {
+        Some((fd, st, rec)) => (fd, st, rec.clone()),
+        None => (file, st, record),
+    };
     if !c.dry_run
         && let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, holders)
     {
@@ -415,6 +435,147 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         }
     }
     out
+}
+
+/// Hosts in `out.conflicts` whose copy is byte-identical and complete: merged. Returns
+/// the other inode with its record when it survived (the name now holds it in every
+/// host of `holders`).
+fn merge_copies(
+    c: &Candidate,
+    file: &OwnedFd,
+    st: &FileStat,
+    holders: &mut Vec<u16>,
+    out: &mut FanOut,
+) -> Option<(OwnedFd, FileStat, Option<Record>)> {
+    use crate::merge::{Facts, Replaced, Survivor};
+    let hosts = &c.hosts;
+    let mut current: Option<(OwnedFd, FileStat, Option<Record>)> = None;
+    let conflicts = std::mem::take(&mut out.conflicts);
+    for dst_name in conflicts {
+        let keep = |out: &mut FanOut| out.conflicts.push(Arc::clone(&dst_name));
+        let Some(i) = hosts.position(&dst_name) else {
+            keep(out);
+            continue;
+        };
+        let cur_fd = match &current {
+            Some((fd, _, _)) => fd,
+            None => file,
+        };
+        // Fresh: a merge before this one added a name (and changed its ctime).
+        let Ok(cur_st) = fstat(cur_fd) else {
+            keep(out);
+            continue;
+        };
+        // Theirs must be a file that could be linked, complete, and not ours.
+        let Ok((theirs, their_st)) = open_candidate(hosts, i, &c.name) else {
+            keep(out);
+            continue;
+        };
+        if their_st.st_ino == cur_st.st_ino {
+            holders.push(hosts.get(i).number);
+            continue;
+        }
+        let dir = hosts.get(i).dir.as_fd();
+        let busy = crate::completion::busy_markers(&c.name)
+            .iter()
+            .any(|m| fstatat(dir, m.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok());
+        let recent = crate::completion::may_still_be_written(
+            (their_st.st_ctime, their_st.st_ctime_nsec),
+            SystemTime::now(),
+            c.merge.unwrap_or_default(),
+        );
+        if busy || recent {
+            keep(out);
+            continue;
+        }
+        // Their inode's fan-outs are serialised too; never wait for it (two merges
+        // in opposite directions would wait for each other).
+        let their_stripe = (their_st.st_ino % 64) as usize;
+        let _theirs_lock = if their_stripe == (st.st_ino % 64) as usize {
+            None
+        } else {
+            match INODE_LOCKS[their_stripe].try_lock() {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    keep(out);
+                    continue;
+                }
+            }
+        };
+        let (ours, their_facts) = (Facts::of(&cur_st), Facts::of(&their_st));
+        let survivor =
+            match crate::merge::compare(cur_fd.as_fd(), &ours, theirs.as_fd(), &their_facts) {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    keep(out);
+                    continue;
+                }
+                Err(e) => {
+                    out.merge_failed
+                        .push((Arc::clone(&dst_name), format!("comparing: {e}")));
+                    keep(out);
+                    continue;
+                }
+            };
+        if c.dry_run {
+            out.merged.push(Arc::clone(&dst_name));
+            out.merged_bytes += their_st.st_size.max(0) as u64;
+            continue;
+        }
+        match survivor {
+            Survivor::Ours => {
+                match crate::merge::replace(dir, &c.name, &their_facts, cur_fd.as_fd()) {
+                    Replaced::Done => {
+                        holders.push(hosts.get(i).number);
+                        out.merged.push(Arc::clone(&dst_name));
+                        if their_st.st_nlink == 1 {
+                            out.merged_bytes += their_st.st_size.max(0) as u64;
+                        }
+                    }
+                    Replaced::Changed => keep(out),
+                    Replaced::Failed(e) | Replaced::LeftTemporary(e) => {
+                        out.merge_failed
+                            .push((Arc::clone(&dst_name), e.to_string()));
+                        keep(out);
+                    }
+                }
+            }
+            Survivor::Theirs => {
+                // Every host holding ours under the name gets theirs instead.
+                let mut now_holding = vec![hosts.get(i).number];
+                let mut all = true;
+                for h in 0..hosts.len() {
+                    let host = hosts.get(h);
+                    if h == i || !holders.contains(&host.number) {
+                        continue;
+                    }
+                    match crate::merge::replace(host.dir.as_fd(), &c.name, &ours, theirs.as_fd()) {
+                        Replaced::Done => {
+                            now_holding.push(host.number);
+                            out.merged.push(Arc::clone(&host.name));
+                        }
+                        Replaced::Changed => all = false,
+                        Replaced::Failed(e) | Replaced::LeftTemporary(e) => {
+                            all = false;
+                            out.merge_failed
+                                .push((Arc::clone(&host.name), e.to_string()));
+                        }
+                    }
+                }
+                if all {
+                    out.merged_bytes += ours.size.max(0) as u64;
+                }
+                let record = match crate::record::read(theirs.as_fd(), &hosts.numbers) {
+                    Ok(Decoded::Record(r)) if r.ino == their_st.st_ino => Some(r),
+                    _ => None,
+                };
+                let record = unwritten::merged(record, &their_st);
+                *holders = now_holding;
+                current = Some((theirs, their_st, record));
+            }
+        }
+    }
+    current
 }
 
 /// Records the filesystem refused (ENOSPC, EDQUOT, EROFS), kept in memory until one

@@ -36,6 +36,8 @@ pub struct Request {
     /// A file changed less than this long ago may still be written.
     pub settle: Duration,
     pub dry_run: bool,
+    /// Merge byte-identical copies quiet this long (`merge:`, see `merge.rs`).
+    pub merge: Option<Duration>,
 }
 
 /// The totals of one reconcile.
@@ -182,6 +184,7 @@ fn fan_out_all(
                 present: holding.present,
                 settle: Some(req.settle),
                 dry_run: req.dry_run,
+                merge: req.merge,
             },
             reply: Reply::to(tx.clone()),
         };

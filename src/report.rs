@@ -119,10 +119,33 @@ pub fn report(o: &Outcome, style: Style) {
     if let Some(e) = &f.record_unreadable {
         log::warn!("{src}/{name}: cannot read its record ({e}); linking into every host");
     }
+    // A conflict is logged once per name and host (a sync prints every one).
     for dst in &f.conflicts {
-        log::warn!(
+        if style == Style::Print || !conflicts::known(dst, &o.name) {
+            log::warn!(
+                host = &**dst, file:% = name;
+                "conflict: {dst}/{name} is another file than {src}/{name} (different bytes, or not complete yet); left alone"
+            );
+        }
+    }
+    if !f.merged.is_empty() {
+        let list = host_list(&f.merged);
+        let freed = f.merged_bytes;
+        match (style, o.dry_run) {
+            (Style::Log, _) => log::info!(
+                host = &**src, file:% = name;
+                "{src}/{name}: byte-identical copies merged into one inode; replaced by a link in {list} (freed {freed} bytes)"
+            ),
+            (Style::Print, false) => println!("merged {src}/{name} = {list} (freed {freed} bytes)"),
+            (Style::Print, true) => {
+                println!("would merge {src}/{name} = {list} (frees up to {freed} bytes)")
+            }
+        }
+    }
+    for (dst, why) in &f.merge_failed {
+        log::error!(
             host = &**dst, file:% = name;
-            "conflict: {dst}/{name} is another file than {src}/{name}; left alone"
+            "merging {dst}/{name} with {src}/{name} failed: {why}; both copies kept"
         );
     }
     for (dst, e) in &f.failed {
@@ -169,8 +192,11 @@ pub struct Counters {
     pub files: AtomicU64,
     /// Links made.
     pub links: AtomicU64,
-    /// Names that held another file (left alone).
+    /// Names (per host) that held another file, left alone: each counted once.
     pub conflicts: AtomicU64,
+    /// Copies replaced by a link to an identical file, and the bytes that freed.
+    pub merged: AtomicU64,
+    pub merged_bytes: AtomicU64,
     /// Link attempts, record writes and opens that failed.
     pub errors: AtomicU64,
     /// Candidates not linked (not a regular file, setuid, vanished).
@@ -195,9 +221,56 @@ impl Counters {
             Err(NotLinked::Failed(_)) => {}
             Err(_) => add(&self.skipped, 1),
             Ok(f) => {
-                add(&self.conflicts, f.conflicts.len() as u64);
+                let new = f
+                    .conflicts
+                    .iter()
+                    .filter(|dst| conflicts::note(dst, &o.name))
+                    .count();
+                add(&self.conflicts, new as u64);
+                for dst in f.merged.iter().chain(&f.linked) {
+                    conflicts::resolved(dst, &o.name);
+                }
+                if !o.dry_run {
+                    add(&self.merged, f.merged.len() as u64);
+                    add(&self.merged_bytes, f.merged_bytes);
+                }
                 add(&self.deferred, u64::from(f.deferred));
             }
+        }
+    }
+}
+
+/// Conflicts already logged and counted, by host and name, so that one is reported once,
+/// not at every event and reconcile; forgotten when the name is merged or linked.
+mod conflicts {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    type Key = (Box<str>, Box<[u8]>);
+
+    static SEEN: Mutex<Option<HashSet<Key>>> = Mutex::new(None);
+
+    fn key(host: &str, name: &[u8]) -> Key {
+        (host.into(), name.into())
+    }
+
+    /// Whether this conflict was noted before.
+    pub fn known(host: &str, name: &[u8]) -> bool {
+        let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        seen.as_ref().is_some_and(|s| s.contains(&key(host, name)))
+    }
+
+    /// Notes a conflict; true if it is new.
+    pub fn note(host: &str, name: &[u8]) -> bool {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get_or_insert_with(HashSet::new)
+            .insert(key(host, name))
+    }
+
+    pub fn resolved(host: &str, name: &[u8]) {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = seen.as_mut().filter(|s| !s.is_empty()) {
+            s.remove(&key(host, name));
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Snapshot {
     pub files: u64,
     pub links: u64,
     pub conflicts: u64,
+    /// Copies merged into one inode since start, and the bytes that freed.
+    pub merged: u64,
+    pub merged_bytes: u64,
     pub errors: u64,
     pub skipped: u64,
     pub overflows: u64,
@@ -107,10 +110,12 @@ impl Snapshot {
         }
         let _ = writeln!(
             s,
-            "files={}\nlinks={}\nconflicts={}\nerrors={}\nskipped={}\noverflows={}\nsettling={}\nretrying={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
+            "files={}\nlinks={}\nconflicts={}\nmerged={}\nmerged_bytes={}\nerrors={}\nskipped={}\noverflows={}\nsettling={}\nretrying={}\nreconciles={}\npool_files={}\npool_bytes={}\nlast_reconcile={}\nlast_reconcile_summary={}",
             self.files,
             self.links,
             self.conflicts,
+            self.merged,
+            self.merged_bytes,
             self.errors,
             self.skipped,
             self.overflows,
@@ -158,6 +163,8 @@ impl Snapshot {
         s.files = n("files");
         s.links = n("links");
         s.conflicts = n("conflicts");
+        s.merged = n("merged");
+        s.merged_bytes = n("merged_bytes");
         s.errors = n("errors");
         s.skipped = n("skipped");
         s.overflows = n("overflows");
@@ -194,8 +201,20 @@ impl Snapshot {
         metric(
             "conflicts_total",
             "counter",
-            "Names that held another file, left alone.",
+            "Names (per host) that held another file, left alone; each counted once.",
             self.conflicts,
+        );
+        metric(
+            "merged_total",
+            "counter",
+            "Byte-identical copies replaced by a link since start.",
+            self.merged,
+        );
+        metric(
+            "merged_bytes_total",
+            "counter",
+            "Bytes freed by merging identical copies since start.",
+            self.merged_bytes,
         );
         metric(
             "errors_total",
@@ -474,6 +493,8 @@ mod tests {
             files: 3,
             links: 4,
             conflicts: 5,
+            merged: 15,
+            merged_bytes: 16,
             errors: 6,
             skipped: 7,
             overflows: 8,
@@ -492,6 +513,7 @@ mod tests {
         assert_eq!(back.settling, 13);
         assert_eq!(back.retrying, 14);
         assert_eq!(back.marks, s.marks);
+        assert_eq!((back.merged, back.merged_bytes), (15, 16));
         assert_eq!(back.last_reconcile_summary, "done in 1s");
         let p = s.prometheus();
         assert!(p.contains("distlink_links_total 4\n"));

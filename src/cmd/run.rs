@@ -511,6 +511,7 @@ impl Daemon {
                 present: Default::default(),
                 settle: None,
                 dry_run: false,
+                merge: self.config.merge.then_some(self.config.settle),
             },
             reply: self.reply.clone(),
         });
@@ -782,6 +783,7 @@ impl Daemon {
             rules: self.rules.clone(),
             settle: self.config.settle,
             dry_run: false,
+            merge: self.config.merge.then_some(self.config.settle),
         };
         let (jobs, flag, counters, defer) = (
             self.pool.sender(),
@@ -862,6 +864,8 @@ impl Daemon {
             files: c.files.load(Ordering::Relaxed),
             links: c.links.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
+            merged: c.merged.load(Ordering::Relaxed),
+            merged_bytes: c.merged_bytes.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             overflows: self.overflows,

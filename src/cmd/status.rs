@@ -109,6 +109,12 @@ pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
     );
     let _ = writeln!(
         out,
+        "merged: {} identical copies replaced by links, {} freed",
+        s.merged,
+        bytes(s.merged_bytes)
+    );
+    let _ = writeln!(
+        out,
         "settling: {} files written under their final name, waiting to be quiet",
         s.settling
     );

@@ -52,6 +52,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
         rules: NameRules::new(config.ignore.clone()),
         settle: config.settle,
         dry_run,
+        merge: config.merge.then_some(config.settle),
     };
     let mut checked = 0u64;
     let mut summary = crate::reconcile::run(
@@ -85,6 +86,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
                     present: HostMask::default(),
                     settle: None,
                     dry_run,
+                    merge: config.merge.then_some(config.settle),
                 },
                 reply: Reply::to(tx.clone()),
             });

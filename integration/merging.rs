@@ -1,0 +1,228 @@
+//! One copy of each distfile: byte-identical copies under one name are merged into one
+//! inode (see `merge.rs`); different bytes are left alone.
+
+use crate::util::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const SETTLE: &str = "settle: 300ms\n";
+
+fn ino(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().ino()
+}
+
+/// Waits until every host in `hosts` holds `name` as one inode.
+fn one_inode(hosts: &[PathBuf], name: &str) -> bool {
+    wait_until(DEADLINE, || {
+        let inos: Vec<u64> = hosts
+            .iter()
+            .filter_map(|h| fs::metadata(h.join(name)).ok().map(|m| m.ino()))
+            .collect();
+        inos.len() == hosts.len() && inos.iter().all(|&i| i == inos[0])
+    })
+}
+
+fn no_temporaries(hosts: &[PathBuf]) {
+    for h in hosts {
+        for e in fs::read_dir(h).unwrap() {
+            let n = e.unwrap().file_name();
+            assert!(
+                !n.to_string_lossy().starts_with(".distlink-merge"),
+                "temporary left in {}: {n:?}",
+                h.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cleaned_file_downloaded_again_ends_as_one_inode() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("merge-redownload"), 3, SETTLE);
+    let hosts = &s.hosts;
+    portage_download(&hosts[0], "foo-1.0.tar.gz", b"the same release tarball");
+    assert!(wait_linked(hosts, 0, "foo-1.0.tar.gz"));
+    let pool = ino(&hosts[0].join("foo-1.0.tar.gz"));
+    // host2 cleans it, later needs it again and downloads the same bytes.
+    fs::remove_file(hosts[2].join("foo-1.0.tar.gz")).unwrap();
+    // The pool's copy must be quiet for the settle time before it can be compared.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    portage_download(&hosts[2], "foo-1.0.tar.gz", b"the same release tarball");
+    assert!(
+        one_inode(hosts, "foo-1.0.tar.gz"),
+        "copies not merged:\n{}",
+        tree(&s.scratch.fs())
+    );
+    assert_eq!(
+        ino(&hosts[2].join("foo-1.0.tar.gz")),
+        pool,
+        "the pool's inode (more names) must survive"
+    );
+    assert!(
+        s.daemon
+            .wait_log("byte-identical copies merged into one inode")
+    );
+    no_temporaries(hosts);
+    // The record now lists host2 again: a restart does not treat it as deleted or new.
+    assert!(wait_until(DEADLINE, || recorded_hosts(
+        &hosts[0].join("foo-1.0.tar.gz")
+    )
+    .len()
+        == 3));
+}
+
+#[test]
+fn separate_host_directories_are_merged_where_identical_and_left_where_different() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("merge-separate");
+    let hosts = scratch.hosts(3);
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for h in &hosts {
+        fs::write(h.join("same.tar.gz"), &big).unwrap();
+        fs::write(h.join("mostly.tar.gz"), b"identical in host0 and host2").unwrap();
+    }
+    // host1's has other bytes of the same size.
+    fs::write(
+        hosts[1].join("mostly.tar.gz"),
+        b"identical in host0 and host3",
+    )
+    .unwrap();
+    // tail.tar.gz: host1's differs from host0's in its last byte only.
+    let mut last_differs = big.clone();
+    *last_differs.last_mut().unwrap() ^= 1;
+    fs::write(hosts[0].join("tail.tar.gz"), &big).unwrap();
+    fs::write(hosts[1].join("tail.tar.gz"), &last_differs).unwrap();
+    let tail1 = ino(&hosts[1].join("tail.tar.gz"));
+    let other = ino(&hosts[1].join("mostly.tar.gz"));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+
+    // What a dry run would do.
+    let config = scratch.config_for(&hosts, SETTLE);
+    let out = std::process::Command::new(BIN)
+        .args(["sync", "--dry-run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would merge"), "{text}");
+    assert_eq!(ino(&hosts[1].join("same.tar.gz")), {
+        let m = fs::metadata(hosts[1].join("same.tar.gz")).unwrap();
+        assert_eq!(m.nlink(), 1, "a dry run merged");
+        m.ino()
+    });
+
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(one_inode(&hosts, "same.tar.gz"), "{}", tree(&scratch.fs()));
+    let h02 = [hosts[0].clone(), hosts[2].clone()];
+    assert!(one_inode(&h02, "mostly.tar.gz"));
+    assert_eq!(
+        ino(&hosts[1].join("mostly.tar.gz")),
+        other,
+        "different bytes replaced"
+    );
+    assert_eq!(
+        ino(&hosts[1].join("tail.tar.gz")),
+        tail1,
+        "a file differing in its last byte replaced"
+    );
+    assert_eq!(
+        fs::read(hosts[1].join("tail.tar.gz")).unwrap(),
+        last_differs
+    );
+    assert!(d.wait_log("freed"));
+    no_temporaries(&hosts);
+    // The conflict is logged once, however many reconciles see it.
+    let conflicts = |d: &Daemon| d.log().matches("conflict: host1/mostly.tar.gz").count();
+    assert_eq!(conflicts(&d), 1, "{}", d.log());
+    let host3 = scratch.fs().join("host3");
+    fs::create_dir(&host3).unwrap();
+    let mut four = hosts.clone();
+    four.push(host3);
+    scratch.config_for(&four, SETTLE);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.wait_log("reconcile (hosts added) done"));
+    assert!(one_inode(
+        &[hosts[0].clone(), four[3].clone()],
+        "same.tar.gz"
+    ));
+    assert_eq!(conflicts(&d), 1, "{}", d.log());
+}
+
+#[test]
+fn merge_false_leaves_identical_copies_alone() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("merge-off");
+    let hosts = scratch.hosts(2);
+    for h in &hosts {
+        fs::write(h.join("same.tar.gz"), b"same").unwrap();
+    }
+    let inos: Vec<u64> = hosts.iter().map(|h| ino(&h.join("same.tar.gz"))).collect();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let config = scratch.config_for(&hosts, &format!("{SETTLE}merge: false\n"));
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log("reconcile (start-up) done"));
+    let now: Vec<u64> = hosts.iter().map(|h| ino(&h.join("same.tar.gz"))).collect();
+    assert_eq!(inos, now);
+    assert!(d.log().contains("conflict:"), "{}", d.log());
+}
+
+/// A client renaming another file onto the name while distlink compares and merges it:
+/// whatever the client put there last is what the name holds, and nothing is left
+/// behind. The files are large, so the comparison takes long enough to be raced.
+#[test]
+fn a_rename_racing_the_merge_is_never_clobbered() {
+    if !require_root() {
+        return;
+    }
+    let s = setup(Scratch::tmpfs("merge-race"), 3, "settle: 10ms\n");
+    let hosts = &s.hosts;
+    let pool: Vec<u8> = (0..32_000_000u32).map(|i| (i % 253) as u8).collect();
+    portage_download(&hosts[0], "race.tar.gz", &pool);
+    assert!(wait_linked(hosts, 0, "race.tar.gz"));
+    let pool_ino = ino(&hosts[0].join("race.tar.gz"));
+    let mut other = pool.clone();
+    let name = hosts[1].join("race.tar.gz");
+    for round in 0..12u32 {
+        // The pool's copy must be quiet (settle) to be compared.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // An identical copy (a merge starts comparing it) ...
+        let tmp = hosts[1].join("race.tar.gz.__download__");
+        fs::write(&tmp, &pool).unwrap();
+        fs::rename(&tmp, &name).unwrap();
+        // ... and, a moment later, another file of the same size renamed onto the name.
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(round) * 3));
+        other[0] = round as u8;
+        fs::write(&tmp, &other).unwrap();
+        fs::rename(&tmp, &name).unwrap();
+        let written = ino(&name);
+        fs::write(hosts[0].join(format!("barrier-{round}.tar.gz")), b"b").unwrap();
+        assert!(wait_linked(hosts, 0, format!("barrier-{round}.tar.gz")));
+        assert_eq!(
+            ino(&name),
+            written,
+            "round {round}: the client's file was replaced"
+        );
+        assert_eq!(fs::read(&name).unwrap(), other, "round {round}");
+        no_temporaries(hosts);
+    }
+    // Undisturbed, the identical copy is merged.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let tmp = hosts[1].join("race.tar.gz.__download__");
+    fs::write(&tmp, &pool).unwrap();
+    fs::rename(&tmp, &name).unwrap();
+    assert!(
+        wait_until(DEADLINE, || ino(&name) == pool_ino),
+        "{}",
+        s.daemon.log()
+    );
+    assert_eq!(fs::read(hosts[2].join("race.tar.gz")).unwrap(), pool);
+    no_temporaries(hosts);
+}
