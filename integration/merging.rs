@@ -226,3 +226,71 @@ fn a_rename_racing_the_merge_is_never_clobbered() {
     assert_eq!(fs::read(hosts[2].join("race.tar.gz")).unwrap(), pool);
     no_temporaries(hosts);
 }
+
+/// `distlink space --json` on a constructed tree: every figure exact.
+#[test]
+fn space_figures_of_a_constructed_tree_are_exact() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("space");
+    let hosts = scratch.hosts(3);
+    let put = |h: usize, name: &str, len: usize, fill: u8| {
+        fs::write(hosts[h].join(name), vec![fill; len]).unwrap();
+    };
+    put(0, "shared.tar.gz", 1000, b's');
+    fs::hard_link(
+        hosts[0].join("shared.tar.gz"),
+        hosts[1].join("shared.tar.gz"),
+    )
+    .unwrap();
+    put(0, "own.tar.gz", 300, b'o');
+    fs::hard_link(hosts[0].join("own.tar.gz"), hosts[0].join("own2.tar.gz")).unwrap();
+    put(0, "split.tar.gz", 700, b'x');
+    put(2, "split.tar.gz", 700, b'x');
+    put(1, "diff.tar.gz", 50, b'a');
+    put(2, "diff.tar.gz", 60, b'b');
+    put(1, "pinned.tar.gz", 10, b'p');
+    fs::hard_link(hosts[1].join("pinned.tar.gz"), scratch.fs().join("outside")).unwrap();
+    std::os::unix::fs::symlink("shared.tar.gz", hosts[0].join("link.tar.gz")).unwrap();
+    fs::create_dir(hosts[0].join("git3-src")).unwrap();
+    let config = scratch.config_for(&hosts, "");
+    let out = std::process::Command::new(BIN)
+        .args(["space", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        concat!(
+            r#"{"pool": {"files": 7, "bytes": 2820}, "hosts": ["#,
+            r#"{"name": "host0", "files": 4, "bytes": 2000, "alone_files": 2, "alone_bytes": 1000}, "#,
+            r#"{"name": "host1", "files": 3, "bytes": 1060, "alone_files": 1, "alone_bytes": 50}, "#,
+            r#"{"name": "host2", "files": 2, "bytes": 760, "alone_files": 2, "alone_bytes": 760}], "#,
+            r#""split_names": 2, "split_bytes": 750, "mergeable": 1, "conflicts": 1, "largest_alone": ["#,
+            r#"{"host": "host0", "name": "split.tar.gz", "bytes": 700}, "#,
+            r#"{"host": "host2", "name": "split.tar.gz", "bytes": 700}, "#,
+            r#"{"host": "host0", "name": "own.tar.gz", "bytes": 300}, "#,
+            r#"{"host": "host2", "name": "diff.tar.gz", "bytes": 60}, "#,
+            r#"{"host": "host1", "name": "diff.tar.gz", "bytes": 50}]}"#
+        )
+    );
+    let text = std::process::Command::new(BIN)
+        .args(["space", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("pool: 7 files, 2.8 KiB"), "{text}");
+    // Sorted by bytes held alone: host0 (1000) first, its bar full.
+    let first = text.lines().nth(2).unwrap();
+    assert!(
+        first.starts_with("  host0  ##############################"),
+        "{text}"
+    );
+}

@@ -65,6 +65,17 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show where the bytes are: the pool, what each host references and holds alone
+    /// (what its eclean-dist would free), split names, the largest single-host files.
+    /// Reads the host directories only; needs no daemon.
+    Space {
+        /// Configuration file.
+        #[arg(long, short, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What `distlink generate` writes.

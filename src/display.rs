@@ -8,6 +8,22 @@
 
 use std::fmt;
 
+/// A byte count for people: `10 B`, `3.0 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Displays a file name given as bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Name<'a>(pub &'a [u8]);

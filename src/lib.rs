@@ -39,6 +39,7 @@ pub mod retry;
 pub mod scan;
 pub mod sd_notify;
 pub mod signals;
+pub mod space;
 pub mod status;
 pub mod sys;
 

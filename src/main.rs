@@ -44,6 +44,9 @@ fn main() -> ExitCode {
         Command::Sync { config, dry_run } => {
             distlink::cmd::sync::sync(config, *dry_run).map(|summary| print_out(&summary))
         }
+        Command::Space { config, json } => {
+            distlink::cmd::space::space(config, *json).map(|text| print_out(&text))
+        }
     };
     // Every line logged so far reaches its sink before the process ends.
     distlink::logging::flush(std::time::Duration::from_secs(1));

@@ -5,8 +5,10 @@
 //! * [`check`]: everything `run` needs, tried for real, without starting.
 //! * [`sync`]: one reconcile in the foreground.
 //! * [`status`]: the running daemon's status file, for a human.
+//! * [`space`]: where the bytes are, from the host directories.
 
 pub mod check;
 pub mod run;
+pub mod space;
 pub mod status;
 pub mod sync;

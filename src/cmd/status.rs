@@ -2,6 +2,7 @@
 //! human.
 
 use crate::config::Config;
+use crate::display::bytes;
 use crate::error::Error;
 use crate::status::{Snapshot, now, read_status};
 use std::fmt::Write;
@@ -17,21 +18,6 @@ fn when(t: u64) -> String {
         "{} ({ago}s ago)",
         crate::logging::utc_timestamp(UNIX_EPOCH + std::time::Duration::from_secs(t))
     )
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// Whether `pid` is a running distlink.
