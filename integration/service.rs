@@ -152,6 +152,9 @@ fn status_reports_the_running_daemon_and_its_counters() {
         "{text}"
     );
 
+    // A hidden file is never linked, but it takes space: the textfile's per-host figures
+    // (written after each reconcile) count it.
+    fs::write(hosts[2].join(".hidden"), b"7 bytes").unwrap();
     let d = Daemon::start(&scratch, &config);
     portage_download(&hosts[0], "counted.tar.gz", b"12345");
     assert!(wait_linked(&hosts, 0, "counted.tar.gz"));
@@ -182,6 +185,10 @@ fn status_reports_the_running_daemon_and_its_counters() {
     assert!(metrics.contains("distlink_links_total 2\n"), "{metrics}");
     assert!(
         metrics.contains("distlink_host_present{host=\"host2\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("distlink_host_alone_bytes{host=\"host2\"} 7\n"),
         "{metrics}"
     );
 

@@ -187,6 +187,49 @@ impl Tally {
 }
 
 impl Report {
+    /// Per-host figures as labelled node-exporter metrics.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let metrics: [(&str, &str, fn(&HostSpace) -> u64); 4] = [
+            ("host_files", "Names in the host directory.", |h| h.files),
+            (
+                "host_bytes",
+                "Bytes of the files the host references.",
+                |h| h.bytes,
+            ),
+            ("host_alone_files", "Files only this host holds.", |h| {
+                h.alone_files
+            }),
+            (
+                "host_alone_bytes",
+                "Bytes only this host holds (what its eclean-dist would free).",
+                |h| h.alone_bytes,
+            ),
+        ];
+        for (name, help, value) in metrics {
+            let _ = writeln!(
+                s,
+                "# HELP distlink_{name} {help}\n# TYPE distlink_{name} gauge"
+            );
+            for h in &self.hosts {
+                let label = h.name.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(s, "distlink_{name}{{host=\"{label}\"}} {}", value(h));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP distlink_split_names Names held as several inodes.\n# TYPE distlink_split_names gauge\ndistlink_split_names {}",
+            self.split_names
+        );
+        let _ = writeln!(
+            s,
+            "# HELP distlink_split_bytes Bytes split names waste.\n# TYPE distlink_split_bytes gauge\ndistlink_split_bytes {}",
+            self.split_bytes
+        );
+        s
+    }
+
     /// Hosts by bytes held alone, largest first.
     pub fn by_alone(&self) -> Vec<&HostSpace> {
         let mut v: Vec<&HostSpace> = self.hosts.iter().collect();
@@ -235,5 +278,11 @@ mod tests {
         assert_eq!(r.largest_alone[0], ("c".into(), b"x".to_vec().into(), 70));
         assert_eq!(r.largest_alone.len(), 3);
         assert_eq!(r.by_alone()[0].name, "a");
+        let p = r.prometheus();
+        assert!(
+            p.contains("distlink_host_alone_bytes{host=\"a\"} 80\n"),
+            "{p}"
+        );
+        assert!(p.contains("distlink_split_bytes 30\n"), "{p}");
     }
 }

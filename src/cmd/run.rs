@@ -88,7 +88,8 @@ enum Followup {
 /// A reconcile in progress.
 struct Reconcile {
     cancel: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Summary>,
+    /// The summary, and with a Prometheus textfile, where the bytes are afterwards.
+    thread: std::thread::JoinHandle<(Summary, Option<crate::space::Report>)>,
 }
 
 /// What the status file reports beyond the counters.
@@ -101,6 +102,8 @@ struct Progress {
     pool_files: u64,
     pool_bytes: u64,
     last_written: Option<Instant>,
+    /// Per-host figures from after the last reconcile (only with a Prometheus textfile).
+    space: Option<crate::space::Report>,
 }
 
 /// How often the status file is rewritten (and the longest the event loop sleeps).
@@ -791,10 +794,15 @@ impl Daemon {
             Arc::clone(&self.counters),
             self.followup_tx.clone(),
         );
+        let space_of = self
+            .config
+            .prometheus_textfile
+            .is_some()
+            .then(|| self.config.clone());
         let spawned = std::thread::Builder::new()
             .name("reconcile".into())
             .spawn(move || {
-                crate::reconcile::run(&request, &jobs, &flag, &mut |o| {
+                let summary = crate::reconcile::run(&request, &jobs, &flag, &mut |o| {
                     report(o, Style::Log);
                     counters.add(o);
                     // May still be written: to the event loop's settle tracker; failed: to
@@ -804,7 +812,10 @@ impl Daemon {
                     } else if crate::retry::verdict(o) == Verdict::Again {
                         let _ = defer.send(Followup::Retry((o.src, o.name.clone())));
                     }
-                })
+                });
+                // Where the bytes are now, for the textfile (no byte comparisons).
+                let space = space_of.and_then(|c| crate::cmd::space::scan(&c, false).ok());
+                (summary, space.map(|f| f.report))
             });
         match spawned {
             Ok(thread) => self.reconcile = Some(Reconcile { cancel, thread }),
@@ -821,8 +832,11 @@ impl Daemon {
         {
             if let Some(r) = self.reconcile.take() {
                 match r.thread.join() {
-                    Ok(summary) => {
+                    Ok((summary, space)) => {
                         let p = &mut self.progress;
+                        if space.is_some() {
+                            p.space = space;
+                        }
                         p.reconciles += 1;
                         p.last_reconcile = crate::status::now();
                         p.last_summary = summary.to_string();
@@ -888,7 +902,15 @@ impl Daemon {
             );
         }
         if let (Some(path), Some(textfile)) = (&self.config.prometheus_textfile, &self.textfile)
-            && let Err(e) = textfile.write(&snap.prometheus())
+            && let Err(e) = textfile.write(&format!(
+                "{}{}",
+                snap.prometheus(),
+                self.progress
+                    .space
+                    .as_ref()
+                    .map(crate::space::Report::prometheus)
+                    .unwrap_or_default()
+            ))
             && first
         {
             log::error!(

@@ -24,8 +24,9 @@ pub struct Found {
     pub conflicts: u64,
 }
 
-/// Scans every present host directory of `config`.
-pub fn scan(config: &Config) -> Result<Found, Error> {
+/// Scans every present host directory of `config`; with `compare`, reads the copies of
+/// split names of equal size to tell identical copies from conflicts.
+pub fn scan(config: &Config, compare: bool) -> Result<Found, Error> {
     let mut numbers = HostNumbers::fresh();
     let _ = numbers.add(config.hosts.iter().map(|h| h.name.as_str()));
     let hosts = HostSet::open(config, &Arc::new(numbers))?;
@@ -55,7 +56,7 @@ pub fn scan(config: &Config) -> Result<Found, Error> {
     }
     let report = tally.finish();
     let (mut mergeable, mut conflicts) = (0, 0);
-    for split in &report.splits {
+    for split in report.splits.iter().filter(|_| compare) {
         if identical(&hosts, split) {
             mergeable += 1;
         } else {
@@ -93,7 +94,7 @@ fn identical(hosts: &HostSet, split: &Split) -> bool {
 /// `distlink space`: the report as text or JSON.
 pub fn space(config_path: &Path, json: bool) -> Result<String, Error> {
     let config = Config::load(config_path)?;
-    let found = scan(&config)?;
+    let found = scan(&config, true)?;
     Ok(if json {
         render_json(&found)
     } else {
