@@ -74,6 +74,9 @@ impl Split {
     }
 }
 
+/// A per-host metric: name, help text, and its value for a host.
+type Metric = (&'static str, &'static str, fn(&HostSpace) -> u64);
+
 /// How many of the largest single-host files a report keeps.
 pub const LARGEST: usize = 10;
 
@@ -191,7 +194,7 @@ impl Report {
     pub fn prometheus(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let metrics: [(&str, &str, fn(&HostSpace) -> u64); 4] = [
+        let metrics: [Metric; 4] = [
             ("host_files", "Names in the host directory.", |h| h.files),
             (
                 "host_bytes",
