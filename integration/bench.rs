@@ -16,6 +16,9 @@
 //!   and under directory marks, side by side, and the burst again while another thread
 //!   writes 100,000 unrelated files elsewhere on the filesystem.
 //!
+//! * `distlink space` on 100,000 files x 16 hosts against a readdir + fstatat floor
+//!   (`-- space`), with its peak RSS.
+//!
 //! Targets (issue 2): p99 under 5 ms at 16 hosts; burst within 2x of the floor.
 //! (issue 9): each memory figure under 64 MiB, and churn gives its memory back.
 //! (issue 11): p99 under 10 ms at 1,024 hosts; the 1,024-host burst and the 256-host
@@ -477,6 +480,9 @@ fn main() {
     if std::env::args().any(|a| a == "marks") {
         return marks();
     }
+    if std::env::args().any(|a| a == "space") {
+        return space();
+    }
     let (pending, before, after) = memory_pending();
     println!(
         "memory   {CHURN_NAMES} names created and deleted while pending: daemon RSS {before} before, {after} after"
@@ -500,6 +506,7 @@ fn main() {
     }]);
     scale();
     marks();
+    space();
 }
 
 /// The same figures under both mark strategies, side by side (issue 12), and a burst
@@ -545,6 +552,62 @@ fn marks() {
             ms(t)
         );
     }
+}
+
+/// `distlink space` on 100,000 files in each of 16 hosts (1.6 million names) against the
+/// floor: one thread reading every host directory and `fstatat` on every entry; with
+/// the command's peak RSS (issue 13).
+fn space() {
+    let l = Layout {
+        files: 100_000,
+        hosts: 16,
+        others: 15,
+    };
+    let scratch = big_tmpfs("bench-space");
+    let (hosts, _) = reconcile_fixture(&scratch, l);
+    let fds: Vec<_> = hosts.iter().map(|h| util_open(h)).collect();
+    let t0 = Instant::now();
+    let mut stats = 0usize;
+    for fd in &fds {
+        let dir = nix::dir::Dir::openat(
+            fd,
+            ".",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        for e in dir {
+            let e = e.unwrap();
+            if nix::sys::stat::fstatat(fd, e.file_name(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok()
+            {
+                stats += 1;
+            }
+        }
+    }
+    let floor = t0.elapsed();
+    assert_eq!(stats, l.files * l.hosts + 2 * l.hosts);
+    let config = scratch.config_for(&hosts, "");
+    let t0 = Instant::now();
+    let out = std::process::Command::new(util::BIN)
+        .args(["space", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(out.status.success());
+    let rss = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map_or(0, |r| r.max_rss());
+    println!(
+        "space    {} files x {} hosts ({} names): distlink space {}  floor (readdir + fstatat) {}  ratio {:.2}x (peak RSS of the largest child so far {:.1} MiB)",
+        l.files,
+        l.hosts,
+        l.files * l.hosts,
+        ms(took),
+        ms(floor),
+        took.as_secs_f64() / floor.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
 }
 
 /// The figures for hundreds of hosts (issue 11).

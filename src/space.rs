@@ -123,9 +123,16 @@ impl Tally {
             e.first_name = name.into();
         }
         self.referenced[host].push(ino);
-        let under = self.by_name.entry(name.into()).or_default();
-        if !under.iter().any(|&(i, _)| i == ino) {
-            under.push((ino, host));
+        // Most names are seen once per host: no allocation for the ones already known.
+        match self.by_name.get_mut(name) {
+            Some(under) => {
+                if !under.iter().any(|&(i, _)| i == ino) {
+                    under.push((ino, host));
+                }
+            }
+            None => {
+                self.by_name.insert(name.into(), vec![(ino, host)]);
+            }
         }
     }
 
