@@ -483,6 +483,14 @@ fn main() {
     if std::env::args().any(|a| a == "space") {
         return space();
     }
+    if std::env::args().any(|a| a == "simulate") {
+        for (hosts, days) in [(4, 30), (8, 90)] {
+            for merge in [false, true] {
+                simulate(hosts, days, merge);
+            }
+        }
+        return;
+    }
     let (pending, before, after) = memory_pending();
     println!(
         "memory   {CHURN_NAMES} names created and deleted while pending: daemon RSS {before} before, {after} after"
@@ -608,6 +616,122 @@ fn space() {
         took.as_secs_f64() / floor.as_secs_f64(),
         rss as f64 / 1024.0
     );
+}
+
+/// A number after `"key": ` in `json`.
+fn json_number(json: &str, key: &str) -> u64 {
+    let at = json.find(&format!("\"{key}\": ")).unwrap() + key.len() + 4;
+    json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Months of Portage-like use, compressed: each day every host's set of needed
+/// packages drifts, each host fetches what its directory lacks (`NAME.__download__`,
+/// then a rename; mirror files are deterministic, so a re-download is byte-identical),
+/// and once a week each host removes what it no longer needs (eclean-dist). Prints how
+/// many bytes the tree stores against the distinct distfiles it holds, and how many
+/// names are split into several inodes (issue 13).
+fn simulate(n: usize, days: usize, merge: bool) {
+    const CATALOGUE: usize = 400;
+    const NEEDED: usize = 60;
+    let mut scratch = big_tmpfs("bench-simulate");
+    scratch.mark = None;
+    let hosts = scratch.hosts(n);
+    let config = scratch.config_for(&hosts, &format!("settle: 10ms\nmerge: {merge}\n"));
+    let daemon = Daemon::start(&scratch, &config);
+    assert!(daemon.wait_log("reconcile (start-up) done"));
+    let content = |p: usize| -> Vec<u8> {
+        let len = 2_000 + (p * 7919) % 30_000;
+        (0..len).map(|i| ((i * 31 + p * 17) % 251) as u8).collect()
+    };
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut needed: Vec<Vec<usize>> = (0..n)
+        .map(|_| {
+            (0..NEEDED)
+                .map(|_| (next() % CATALOGUE as u64) as usize)
+                .collect()
+        })
+        .collect();
+    let mut downloads = 0usize;
+    for day in 0..days {
+        for (h, need) in needed.iter_mut().enumerate() {
+            // A few packages change each day.
+            for _ in 0..3 {
+                let i = (next() % NEEDED as u64) as usize;
+                need[i] = (next() % CATALOGUE as u64) as usize;
+            }
+            for &p in need.iter() {
+                let name = format!("pkg-{p:03}.tar.gz");
+                if !hosts[h].join(&name).exists() {
+                    util::portage_download(&hosts[h], &name, &content(p));
+                    downloads += 1;
+                }
+            }
+            if day % 7 == h % 7 {
+                for e in fs::read_dir(&hosts[h]).unwrap() {
+                    let e = e.unwrap();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let keep = name
+                        .strip_prefix("pkg-")
+                        .and_then(|r| r.strip_suffix(".tar.gz"))
+                        .and_then(|r| r.parse::<usize>().ok())
+                        .is_some_and(|p| need.contains(&p));
+                    if name.starts_with("pkg-") && !keep {
+                        fs::remove_file(e.path()).unwrap();
+                    }
+                }
+            }
+        }
+        let marker = format!("day-{day}.marker");
+        barrier(&hosts, &marker);
+        for h in &hosts {
+            let _ = fs::remove_file(h.join(&marker));
+        }
+    }
+    // Quiet: every fan-out and merge of the last day done.
+    std::thread::sleep(Duration::from_millis(50));
+    barrier(&hosts, "end.marker");
+    for h in &hosts {
+        let _ = fs::remove_file(h.join("end.marker"));
+    }
+    let out = std::process::Command::new(util::BIN)
+        .args(["space", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    let mut distinct = std::collections::BTreeSet::new();
+    for h in &hosts {
+        for e in fs::read_dir(h).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(p) = name
+                .strip_prefix("pkg-")
+                .and_then(|r| r.strip_suffix(".tar.gz"))
+                .and_then(|r| r.parse::<usize>().ok())
+            {
+                distinct.insert(p);
+            }
+        }
+    }
+    let unique: u64 = distinct.iter().map(|&p| content(p).len() as u64).sum();
+    let stored = json_number(&json, "bytes");
+    println!(
+        "simulate {n} hosts, {days} days, merge {merge}: {downloads} downloads; {} names kept, {} split into several inodes; stored {stored} B for {unique} B of distinct distfiles: {:.2}x",
+        distinct.len(),
+        json_number(&json, "split_names"),
+        stored as f64 / unique as f64
+    );
+    drop(daemon);
 }
 
 /// The figures for hundreds of hosts (issue 11).

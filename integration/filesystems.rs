@@ -180,6 +180,24 @@ fn every_promise(scratch: Scratch, expect: &str) {
         "the added host's download was not fanned out"
     );
     assert_marks(d.pid(), expect, &hosts);
+
+    // A host renamed in the configuration (same directory) keeps its directory's mark.
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("  host3:", "  renamed3:");
+    fs::write(&config, text).unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(d.wait_log("hosts added: renamed3"));
+    portage_download(&hosts[3], "after-rename.tar.gz", b"renamed");
+    assert!(
+        wait_linked(&hosts, 3, "after-rename.tar.gz"),
+        "the renamed host's directory lost its mark"
+    );
+    assert_marks(d.pid(), expect, &hosts);
+    // Back to its old name (and number, so its history holds for the restart below).
+    scratch.config_for(&hosts, SETTLE);
+    d.signal(Signal::SIGHUP);
+    assert!(d.wait_log("hosts added: host3"));
     assert!(d.stop().success());
 
     // Catch-up after a restart: a download made while down is linked, a deletion made

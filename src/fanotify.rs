@@ -308,9 +308,10 @@ impl Watch {
 
     /// With directory marks: marks every host directory of `hosts` and the parents of
     /// `config`'s host directories (adding a mark that is there changes nothing). A host
-    /// directory that cannot be marked is an error; a parent only a warning, since the
-    /// event loop also looks for missing host directories on its status tick. With the
-    /// filesystem mark there is nothing to do.
+    /// directory that cannot be marked is an error; a parent that cannot be marked only a
+    /// warning (one that does not exist, nothing), since the event loop also looks at
+    /// every configured path every few seconds. With the filesystem mark there is
+    /// nothing to do.
     pub fn cover(&self, hosts: &HostSet, config: &Config) -> Result<(), Error> {
         if self.marking != Marking::Directories {
             return Ok(());

@@ -480,6 +480,10 @@ impl HostSet {
         self.by_key.get(key).copied()
     }
 
+    pub fn hosts_arc(&self, i: usize) -> Arc<Host> {
+        Arc::clone(&self.hosts[i])
+    }
+
     pub fn get(&self, i: usize) -> &Host {
         &self.hosts[i]
     }

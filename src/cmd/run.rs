@@ -109,6 +109,10 @@ struct Progress {
 /// How often the status file is rewritten (and the longest the event loop sleeps).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
+/// How often every host directory's path is looked at again (see
+/// [`Daemon::look_at_host_dirs`]).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the event loop looks at a running reconcile's deferred files.
 const RECONCILE_TICK: Duration = Duration::from_millis(100);
 
@@ -346,6 +350,7 @@ impl Daemon {
         // WatchdogSec=: ping at half the interval, as sd_watchdog_enabled(3) advises.
         let watchdog = crate::sd_notify::watchdog_interval().map(|d| d / 2);
         let mut pinged = Instant::now();
+        let mut looked = Instant::now();
         loop {
             let mut deadline = Instant::now() + STATUS_EVERY;
             if let Some(every) = watchdog {
@@ -412,8 +417,13 @@ impl Daemon {
                 .last_written
                 .is_none_or(|t| t.elapsed() >= STATUS_EVERY)
             {
-                self.look_for_missing_hosts();
                 self.write_status("running");
+            }
+            // On its own clock: status writes come with every reconcile, and a client
+            // can cause those back to back.
+            if looked.elapsed() >= LOOK_EVERY {
+                looked = Instant::now();
+                self.look_at_host_dirs();
             }
             // The service manager's watchdog: the loop is alive.
             if let Some(every) = watchdog
@@ -625,8 +635,14 @@ impl Daemon {
                     .filter(|h| !hosts.contains(&h.name))
                     .map(|h| &*h.name)
                     .collect();
-                for h in self.hosts.iter().filter(|h| !hosts.contains(&h.name)) {
+                for h in self.hosts.iter().filter(|h| hosts.lookup(&h.key).is_none()) {
                     self.watch.uncover_dir(h.dir.as_fd());
+                }
+                if let Err(e) = self.watch.cover(&hosts, &config) {
+                    log::warn!(
+                        "re-marking the host directories: {}",
+                        crate::error_chain(&e)
+                    );
                 }
                 if !removed.is_empty() {
                     log::info!(
@@ -727,18 +743,28 @@ impl Daemon {
                         hc.path.display()
                     );
                 }
+                log::info!(
+                    "host {}: directory {} is back; it gets new completions from now on (not the files it cleaned)",
+                    hc.name,
+                    hc.path.display()
+                );
+                let old = self
+                    .hosts
+                    .position(&hc.name)
+                    .map(|i| Arc::clone(&self.hosts.hosts_arc(i)));
+                self.hosts = Arc::new(self.hosts.with(host, &self.config.hosts));
+                if let Some(old) = old
+                    && self.hosts.lookup(&old.key).is_none()
+                {
+                    self.watch.uncover_dir(old.dir.as_fd());
+                }
                 if let Err(e) = self.watch.cover(&self.hosts, &self.config) {
                     log::warn!(
                         "re-marking the host directories: {}",
                         crate::error_chain(&e)
                     );
                 }
-                log::info!(
-                    "host {}: directory {} is back; it gets new completions from now on (not the files it cleaned)",
-                    hc.name,
-                    hc.path.display()
-                );
-                self.hosts = Arc::new(self.hosts.with(host, &self.config.hosts));
+                self.parents = crate::hosts::parent_keys(&self.config);
                 self.request_reconcile("host directory back");
             }
             Err(why) => {
@@ -756,20 +782,22 @@ impl Daemon {
 
     /// Takes host `name` out of the set (its directory vanished or leads elsewhere).
     fn drop_host(&mut self, name: &str) {
-        if let Some(i) = self.hosts.position(name) {
-            self.watch.uncover_dir(self.hosts.get(i).dir.as_fd());
-        }
+        let old = self.hosts.position(name).map(|i| self.hosts.hosts_arc(i));
         self.hosts = Arc::new(self.hosts.without(name));
+        if let Some(old) = old
+            && self.hosts.lookup(&old.key).is_none()
+        {
+            self.watch.uncover_dir(old.dir.as_fd());
+        }
     }
 
-    /// Host directories missing from the set: look again. Events normally say when one
-    /// appears; this catches a parent that was itself re-created (under directory marks
-    /// its mark went with the old inode) or could not be marked.
-    fn look_for_missing_hosts(&mut self) {
+    /// Every configured host directory: look again at what its path leads to. Events
+    /// normally say when one appears or vanishes; this catches a parent that was itself
+    /// re-created or moved away (under directory marks its mark went with the old
+    /// inode), or that could not be marked.
+    fn look_at_host_dirs(&mut self) {
         for i in 0..self.config.hosts.len() {
-            if !self.hosts.contains(&self.config.hosts[i].name) {
-                self.host_dir_changed(i);
-            }
+            self.host_dir_changed(i);
         }
     }
 
