@@ -704,12 +704,15 @@ fn simulate(n: usize, days: usize, merge: bool) {
     for h in &hosts {
         let _ = fs::remove_file(h.join("end.marker"));
     }
-    let out = std::process::Command::new(util::BIN)
-        .args(["space", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let json = String::from_utf8_lossy(&out.stdout);
+    let space = || {
+        let out = std::process::Command::new(util::BIN)
+            .args(["space", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = space();
     let mut distinct = std::collections::BTreeSet::new();
     for h in &hosts {
         for e in fs::read_dir(h).unwrap() {
@@ -731,7 +734,20 @@ fn simulate(n: usize, days: usize, merge: bool) {
         json_number(&json, "split_names"),
         stored as f64 / unique as f64
     );
+    // What one reconcile (a restart, or `distlink sync`) does with what is left.
     drop(daemon);
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = std::process::Command::new(util::BIN)
+        .args(["sync", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let json = space();
+    println!(
+        "simulate {n} hosts, {days} days, merge {merge}, then one sync: {} split; stored {:.2}x",
+        json_number(&json, "split_names"),
+        json_number(&json, "bytes") as f64 / unique as f64
+    );
 }
 
 /// The figures for hundreds of hosts (issue 11).
