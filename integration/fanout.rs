@@ -340,10 +340,10 @@ fn a_different_file_under_the_same_name_is_left_alone(mark) {
     fs::remove_file(s.hosts[0].join("clash.tar.gz")).unwrap();
     portage_download(&s.hosts[0], "clash.tar.gz", b"host0's different copy");
     assert!(s.daemon.wait_log(
-        "conflict: host1/clash.tar.gz is another file than host0/clash.tar.gz; left alone"
+        "conflict: host1/clash.tar.gz is another file than host0/clash.tar.gz (different bytes, or not complete yet); left alone"
     ));
     assert!(s.daemon.wait_log(
-        "conflict: host2/clash.tar.gz is another file than host0/clash.tar.gz; left alone"
+        "conflict: host2/clash.tar.gz is another file than host0/clash.tar.gz (different bytes, or not complete yet); left alone"
     ));
     assert_eq!(
         fs::read(s.hosts[1].join("clash.tar.gz")).unwrap(),
