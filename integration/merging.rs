@@ -294,3 +294,31 @@ fn space_figures_of_a_constructed_tree_are_exact() {
         "{text}"
     );
 }
+
+/// host2 cleaned a file (recorded) and downloaded it again while distlink was down: the
+/// start-up reconcile, which starts from the pool's copy, still finds and merges it.
+#[test]
+fn a_copy_downloaded_again_while_down_is_merged_at_start_up() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::tmpfs("merge-while-down");
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(&hosts, SETTLE);
+    let d = Daemon::start(&scratch, &config);
+    portage_download(&hosts[0], "bar-2.0.tar.gz", b"bar release");
+    assert!(wait_linked(&hosts, 0, "bar-2.0.tar.gz"));
+    assert!(wait_until(DEADLINE, || recorded_hosts(
+        &hosts[0].join("bar-2.0.tar.gz")
+    )
+    .len()
+        == 3));
+    assert!(d.stop().success());
+    fs::remove_file(hosts[2].join("bar-2.0.tar.gz")).unwrap();
+    portage_download(&hosts[2], "bar-2.0.tar.gz", b"bar release");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let d = Daemon::start(&scratch, &config);
+    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(one_inode(&hosts, "bar-2.0.tar.gz"), "{}", d.log());
+    no_temporaries(&hosts);
+}

@@ -19,6 +19,8 @@ pub struct Holding {
     pub ino: u64,
     /// Hosts holding that same inode under the name.
     pub present: HostMask,
+    /// Hosts holding another inode under the name (a copy or a conflict).
+    pub others: HostMask,
 }
 
 /// See the module doc.
@@ -57,6 +59,7 @@ impl Census {
             src,
             ino,
             present: HostMask::from_words(&self.present[at..at + self.words]),
+            others: HostMask::default(),
         }
     }
 
@@ -92,11 +95,20 @@ impl Census {
         self.names.is_empty()
     }
 
-    /// Every name with its first holding.
+    /// Every name with its first holding (and the hosts holding other inodes).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Holding)> + '_ {
-        self.names
-            .ids()
-            .map(|id| (self.names.get(id).1, self.holding(id)))
+        let mut others: std::collections::HashMap<u32, HostMask> = Default::default();
+        for &(id, host, _) in &self.others {
+            let m = others.remove(&id).unwrap_or_default();
+            others.insert(id, m.with(usize::from(host)));
+        }
+        self.names.ids().map(move |id| {
+            let mut h = self.holding(id);
+            if let Some(m) = others.get(&id) {
+                h.others = m.clone();
+            }
+            (self.names.get(id).1, h)
+        })
     }
 
     /// Every (host, inode) seen under `name`, the first holding's hosts first.
@@ -137,7 +149,8 @@ mod tests {
                 Holding {
                     src: 0,
                     ino: 10,
-                    present: HostMask::default().with(0).with(1).with(3)
+                    present: HostMask::default().with(0).with(1).with(3),
+                    others: HostMask::default().with(2)
                 }
             )
         );

@@ -522,6 +522,7 @@ impl Daemon {
                 name,
                 trigger,
                 present: Default::default(),
+                others: Default::default(),
                 settle: None,
                 dry_run: false,
                 merge: self.config.merge.then_some(self.config.settle),
