@@ -768,6 +768,14 @@ impl Daemon {
                 self.parents = crate::hosts::parent_keys(&self.config);
                 self.request_reconcile("host directory back");
             }
+            // The kernel refused the look itself (no descriptor left, a sandbox): says
+            // nothing about the directory; the host stays as it is.
+            Err(crate::hosts::OpenError::System { what, source }) => {
+                log::debug!(
+                    "host {}: cannot look at its directory now: {what}: {source}",
+                    hc.name
+                );
+            }
             Err(why) => {
                 if self.hosts.contains(&hc.name) {
                     log::warn!(
