@@ -199,7 +199,7 @@ fn a_rename_racing_the_merge_is_never_clobbered() {
         fs::rename(&tmp, &name).unwrap();
         // ... and, a moment later, another file of the same size renamed onto the name.
         std::thread::sleep(std::time::Duration::from_millis(u64::from(round) * 3));
-        other[0] = round as u8;
+        other[0] = 1 + round as u8; // the pool's first byte is 0
         fs::write(&tmp, &other).unwrap();
         fs::rename(&tmp, &name).unwrap();
         let written = ino(&name);
