@@ -227,9 +227,7 @@ impl Counters {
                     .filter(|dst| conflicts::note(dst, &o.name))
                     .count();
                 add(&self.conflicts, new as u64);
-                for dst in f.merged.iter().chain(&f.linked) {
-                    conflicts::resolved(dst, &o.name);
-                }
+                conflicts::resolved(&o.name, f.merged.iter().chain(&f.linked));
                 if !o.dry_run {
                     add(&self.merged, f.merged.len() as u64);
                     add(&self.merged_bytes, f.merged_bytes);
@@ -240,37 +238,48 @@ impl Counters {
     }
 }
 
-/// Conflicts already logged and counted, by host and name, so that one is reported once,
-/// not at every event and reconcile; forgotten when the name is merged or linked.
+/// Conflicts already logged and counted, by name and host, so that one is reported once,
+/// not at every event and reconcile; forgotten when the name is merged or linked there.
+/// Keyed by name, so a fan-out with nothing noted costs one lock and one lookup, and no
+/// allocation.
 mod conflicts {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
 
-    type Key = (Box<str>, Box<[u8]>);
-
-    static SEEN: Mutex<Option<HashSet<Key>>> = Mutex::new(None);
-
-    fn key(host: &str, name: &[u8]) -> Key {
-        (host.into(), name.into())
-    }
+    static SEEN: Mutex<Option<HashMap<Box<[u8]>, Vec<Arc<str>>>>> = Mutex::new(None);
 
     /// Whether this conflict was noted before.
     pub fn known(host: &str, name: &[u8]) -> bool {
         let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        seen.as_ref().is_some_and(|s| s.contains(&key(host, name)))
+        seen.as_ref()
+            .and_then(|s| s.get(name))
+            .is_some_and(|hosts| hosts.iter().any(|h| **h == *host))
     }
 
     /// Notes a conflict; true if it is new.
-    pub fn note(host: &str, name: &[u8]) -> bool {
+    pub fn note(host: &Arc<str>, name: &[u8]) -> bool {
         let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get_or_insert_with(HashSet::new)
-            .insert(key(host, name))
+        let hosts = seen
+            .get_or_insert_with(HashMap::new)
+            .entry(name.into())
+            .or_default();
+        if hosts.iter().any(|h| h == host) {
+            return false;
+        }
+        hosts.push(Arc::clone(host));
+        true
     }
 
-    pub fn resolved(host: &str, name: &[u8]) {
+    /// `name` now holds the shared file in `hosts`.
+    pub fn resolved<'a>(name: &[u8], hosts: impl Iterator<Item = &'a Arc<str>>) {
         let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = seen.as_mut().filter(|s| !s.is_empty()) {
-            s.remove(&key(host, name));
+        let Some(s) = seen.as_mut() else { return };
+        let Some(noted) = s.get_mut(name) else { return };
+        for h in hosts {
+            noted.retain(|n| n != h);
+        }
+        if noted.is_empty() {
+            s.remove(name);
         }
     }
 }
