@@ -246,7 +246,10 @@ mod conflicts {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    static SEEN: Mutex<Option<HashMap<Box<[u8]>, Vec<Arc<str>>>>> = Mutex::new(None);
+    /// Hosts with a noted conflict, by name.
+    type Noted = HashMap<Box<[u8]>, Vec<Arc<str>>>;
+
+    static SEEN: Mutex<Option<Noted>> = Mutex::new(None);
 
     /// Whether this conflict was noted before.
     pub fn known(host: &str, name: &[u8]) -> bool {
