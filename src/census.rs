@@ -19,8 +19,6 @@ pub struct Holding {
     pub ino: u64,
     /// Hosts holding that same inode under the name.
     pub present: HostMask,
-    /// Hosts holding another inode under the name (a copy or a conflict).
-    pub others: HostMask,
 }
 
 /// See the module doc.
@@ -59,7 +57,6 @@ impl Census {
             src,
             ino,
             present: HostMask::from_words(&self.present[at..at + self.words]),
-            others: HostMask::default(),
         }
     }
 
@@ -95,20 +92,11 @@ impl Census {
         self.names.is_empty()
     }
 
-    /// Every name with its first holding (and the hosts holding other inodes).
+    /// Every name with its first holding.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Holding)> + '_ {
-        let mut others: std::collections::HashMap<u32, HostMask> = Default::default();
-        for &(id, host, _) in &self.others {
-            let m = others.remove(&id).unwrap_or_default();
-            others.insert(id, m.with(usize::from(host)));
-        }
-        self.names.ids().map(move |id| {
-            let mut h = self.holding(id);
-            if let Some(m) = others.get(&id) {
-                h.others = m.clone();
-            }
-            (self.names.get(id).1, h)
-        })
+        self.names
+            .ids()
+            .map(|id| (self.names.get(id).1, self.holding(id)))
     }
 
     /// Every (host, inode) seen under `name`, the first holding's hosts first.
@@ -149,8 +137,7 @@ mod tests {
                 Holding {
                     src: 0,
                     ino: 10,
-                    present: HostMask::default().with(0).with(1).with(3),
-                    others: HostMask::default().with(2)
+                    present: HostMask::default().with(0).with(1).with(3)
                 }
             )
         );

@@ -53,10 +53,6 @@ pub struct Candidate {
     pub trigger: Trigger,
     /// Hosts a directory scan saw holding this very inode: no need to try them.
     pub present: HostMask,
-    /// Hosts a directory scan saw holding another inode under the name: copies to
-    /// compare for a merge even where the record says the host deleted this one (it
-    /// downloaded the name again).
-    pub others: HostMask,
     /// `Some(settle)` for a file found by a scan: if its inode changed less than this
     /// long ago, it may still be written, and it is handed back instead of linked.
     pub settle: Option<Duration>,
@@ -421,10 +417,11 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
     // inode the name ends on may be another host's (it had more names).
     let mut survivor: Option<(OwnedFd, FileStat, Option<Record>)> = None;
     if c.merge.is_some() {
-        for i in c.others.iter().filter(|&i| i < hosts.len()) {
-            let name = &hosts.get(i).name;
-            if !out.conflicts.contains(name) {
-                out.conflicts.push(Arc::clone(name));
+        // A host the record says deleted the name may hold it again (it downloaded the
+        // same file once more): a copy to compare.
+        for (i, step) in plan.steps.iter().enumerate() {
+            if *step == Step::Recorded && look(hosts, i, &c.name, st) == Seen::Other {
+                out.conflicts.push(Arc::clone(&hosts.get(i).name));
             }
         }
     }

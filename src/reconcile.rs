@@ -182,7 +182,6 @@ fn fan_out_all(
                 name: name.into(),
                 trigger: Trigger::Scan,
                 present: holding.present,
-                others: holding.others,
                 settle: Some(req.settle),
                 dry_run: req.dry_run,
                 merge: req.merge,

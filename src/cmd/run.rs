@@ -522,7 +522,6 @@ impl Daemon {
                 name,
                 trigger,
                 present: Default::default(),
-                others: Default::default(),
                 settle: None,
                 dry_run: false,
                 merge: self.config.merge.then_some(self.config.settle),

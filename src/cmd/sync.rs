@@ -84,7 +84,6 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
                     name: name.clone(),
                     trigger: Trigger::Settled,
                     present: HostMask::default(),
-                    others: HostMask::default(),
                     settle: None,
                     dry_run,
                     merge: config.merge.then_some(config.settle),
