@@ -7,6 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const SETTLE: &str = "settle: 300ms\n";
+/// Longer than `SETTLE`: a copy this quiet can be merged.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(350);
+/// Longer than the race test's settle of 10ms.
+const RACE_QUIET: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn ino(p: &Path) -> u64 {
     fs::metadata(p).unwrap().ino()
@@ -49,7 +53,7 @@ fn a_cleaned_file_downloaded_again_ends_as_one_inode() {
     // host2 cleans it, later needs it again and downloads the same bytes.
     fs::remove_file(hosts[2].join("foo-1.0.tar.gz")).unwrap();
     // The pool's copy must be quiet for the settle time before it can be compared.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(quiet_for(&[hosts[0].join("foo-1.0.tar.gz")], QUIET));
     portage_download(&hosts[2], "foo-1.0.tar.gz", b"the same release tarball");
     assert!(
         one_inode(hosts, "foo-1.0.tar.gz"),
@@ -99,7 +103,11 @@ fn separate_host_directories_are_merged_where_identical_and_left_where_different
     fs::write(hosts[1].join("tail.tar.gz"), &last_differs).unwrap();
     let tail1 = ino(&hosts[1].join("tail.tar.gz"));
     let other = ino(&hosts[1].join("mostly.tar.gz"));
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let all: Vec<PathBuf> = hosts
+        .iter()
+        .flat_map(|h| fs::read_dir(h).unwrap().map(|e| e.unwrap().path()))
+        .collect();
+    assert!(quiet_for(&all, QUIET));
 
     // What a dry run would do.
     let config = scratch.config_for(&hosts, SETTLE);
@@ -165,7 +173,8 @@ fn merge_false_leaves_identical_copies_alone() {
         fs::write(h.join("same.tar.gz"), b"same").unwrap();
     }
     let inos: Vec<u64> = hosts.iter().map(|h| ino(&h.join("same.tar.gz"))).collect();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let all: Vec<PathBuf> = hosts.iter().map(|h| h.join("same.tar.gz")).collect();
+    assert!(quiet_for(&all, QUIET));
     let config = scratch.config_for(&hosts, &format!("{SETTLE}merge: false\n"));
     let d = Daemon::start(&scratch, &config);
     assert!(d.wait_log("reconcile (start-up) done"));
@@ -192,7 +201,7 @@ fn a_rename_racing_the_merge_is_never_clobbered() {
     let name = hosts[1].join("race.tar.gz");
     for round in 0..12u32 {
         // The pool's copy must be quiet (settle) to be compared.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(quiet_for(&[hosts[0].join("race.tar.gz")], RACE_QUIET));
         // An identical copy (a merge starts comparing it) ...
         let tmp = hosts[1].join("race.tar.gz.__download__");
         fs::write(&tmp, &pool).unwrap();
@@ -214,7 +223,7 @@ fn a_rename_racing_the_merge_is_never_clobbered() {
         no_temporaries(hosts);
     }
     // Undisturbed, the identical copy is merged.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(quiet_for(&[hosts[0].join("race.tar.gz")], RACE_QUIET));
     let tmp = hosts[1].join("race.tar.gz.__download__");
     fs::write(&tmp, &pool).unwrap();
     fs::rename(&tmp, &name).unwrap();
@@ -316,7 +325,8 @@ fn a_copy_downloaded_again_while_down_is_merged_at_start_up() {
     assert!(d.stop().success());
     fs::remove_file(hosts[2].join("bar-2.0.tar.gz")).unwrap();
     portage_download(&hosts[2], "bar-2.0.tar.gz", b"bar release");
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let copies: Vec<PathBuf> = hosts.iter().map(|h| h.join("bar-2.0.tar.gz")).collect();
+    assert!(quiet_for(&copies, QUIET));
     let d = Daemon::start(&scratch, &config);
     assert!(d.wait_log("reconcile (start-up) done"));
     assert!(one_inode(&hosts, "bar-2.0.tar.gz"), "{}", d.log());

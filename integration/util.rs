@@ -753,3 +753,19 @@ macro_rules! under_both_marks {
         }
     };
 }
+
+/// Waits until every file in `paths` has not changed (ctime) for `quiet`: what the settle
+/// rule and a merge ask of a file before they act on it.
+pub fn quiet_for(paths: &[PathBuf], quiet: Duration) -> bool {
+    wait_until(DEADLINE, || {
+        paths.iter().all(|p| {
+            fs::symlink_metadata(p).is_ok_and(|m| {
+                let ctime = std::time::UNIX_EPOCH
+                    + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
+                std::time::SystemTime::now()
+                    .duration_since(ctime)
+                    .is_ok_and(|age| age >= quiet)
+            })
+        })
+    })
+}
