@@ -102,14 +102,7 @@ fn every_promise(scratch: Scratch, expect: &str) {
     );
     assert!(d.wait_log("reconcile (start-up) done"));
     assert_marks(d.pid(), expect, &three);
-    let status = || {
-        let out = std::process::Command::new(BIN)
-            .args(["status", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let status = || status(&config).1;
     assert!(
         wait_until(DEADLINE, || status()
             .contains(&format!("fanotify marks: {expect} ("))),

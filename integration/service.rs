@@ -132,18 +132,7 @@ fn status_reports_the_running_daemon_and_its_counters() {
         &hosts,
         &format!("settle: 300ms\nprometheus_textfile: {}\n", prom.display()),
     );
-    let status = || {
-        let out = std::process::Command::new(BIN)
-            .args(["status", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let status = || status(&config);
     // No status file yet (as after a reboot): not running, exit 3 (LSB).
     let (code, text) = status();
     assert_eq!(code, Some(3), "no status file yet: {text}");

@@ -615,6 +615,19 @@ impl Drop for Recorder {
 }
 
 /// Runs `distlink check --config CONFIG`; returns (exit code, stdout + stderr).
+/// `distlink status --config CONFIG`: its exit code and output (stdout, then stderr).
+pub fn status(config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 pub fn check(config: &Path) -> (i32, String) {
     let out = Command::new(BIN)
         .args(["check", "--config"])
