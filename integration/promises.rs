@@ -100,11 +100,13 @@ fn records_for_1024_hosts_fit_ext4_with_1k_blocks_xfs_and_tmpfs() {
         let name = |i: usize| format!("{i}{}", "n".repeat(199));
         portage_download(&hosts[5], name(0), b"one inode, many names");
         assert!(wait_linked(&hosts, 5, name(0)), "{kind}: not linked");
+        // One after the other: which of names made at once is the one with no room
+        // depends on the order their fan-outs take the inode's lock.
         for i in 1..=3 {
             fs::hard_link(hosts[5].join(name(0)), hosts[5].join(name(i))).unwrap();
-        }
-        for i in 1..=2 {
-            assert!(wait_linked(&hosts, 5, name(i)), "{kind}: {i} not linked");
+            if i < 3 {
+                assert!(wait_linked(&hosts, 5, name(i)), "{kind}: {i} not linked");
+            }
         }
         assert!(
             d.wait_log("has no room for another name"),
