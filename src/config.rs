@@ -10,6 +10,10 @@
 //! host_numbers: /var/lib/distlink/host-numbers   # the key to every record; keep it
 //! mark: auto                 # auto | filesystem | directories (see fanotify.rs)
 //! merge: true                # replace byte-identical copies by links (see merge.rs)
+//! pool:                      # optional read-only pool for PORTAGE_RO_DISTDIRS (pool.rs)
+//!   dir: /var/cache/distfiles/pool
+//!   client_path: /var/cache/distfiles-pool
+//!   keep: 0s                 # how long a file stays after the last host dropped it
 //! ```
 //!
 //! Checks that need the filesystem (the directories exist, hold no symlink, share one
@@ -60,6 +64,8 @@ pub struct Config {
     pub mark: crate::fanotify::MarkStrategy,
     /// Replace byte-identical copies by links (see `merge.rs`); default on.
     pub merge: bool,
+    /// The read-only pool (see `pool.rs`).
+    pub pool: Option<crate::pool::PoolConfig>,
 }
 
 /// Default status file.
@@ -185,6 +191,15 @@ struct Raw {
     log_level: Option<Spanned<String>>,
     mark: Option<Spanned<String>>,
     merge: Option<bool>,
+    pool: Option<Spanned<RawPool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    dir: Spanned<String>,
+    client_path: Spanned<String>,
+    keep: Option<Spanned<RawDuration>>,
 }
 
 /// `hosts:` in file order (a plain map would lose the order, which logs follow).
@@ -238,9 +253,14 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
-/// Parses a duration: a number with an optional unit `ms`, `s`, `m` or `h` (seconds when
-/// none), e.g. `10s`, `1.5s`, `250ms`.
+/// Parses a duration: a number with an optional unit `ms`, `s`, `m`, `h` or `d` (seconds
+/// when none), e.g. `10s`, `1.5s`, `250ms`; at most a day.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_upto(text, MAX_SETTLE)
+}
+
+/// [`parse_duration`] up to `max`.
+pub fn parse_duration_upto(text: &str, max: Duration) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -251,9 +271,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => 0.001,
         "m" | "min" => 60.0,
         "h" => 3600.0,
+        "d" => 86400.0,
         other => {
             return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+                "unknown unit {other:?} in {text:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -261,7 +282,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > MAX_SETTLE.as_secs_f64() {
+    if !secs.is_finite() || secs < 0.0 || secs > max.as_secs_f64() {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -523,6 +544,7 @@ impl Config {
                     None
                 }
             });
+        let pool = raw.pool.and_then(|p| check_pool(p, &hosts, &mut problems));
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -543,8 +565,94 @@ impl Config {
             log_level,
             mark,
             merge: raw.merge.unwrap_or(true),
+            pool,
         })
     }
+}
+
+/// The `pool:` section: plain absolute paths, a pool directory that is no host's and in
+/// none, and no host named like the pool.
+fn check_pool(
+    raw: Spanned<RawPool>,
+    hosts: &[HostConfig],
+    problems: &mut Vec<Problem>,
+) -> Option<crate::pool::PoolConfig> {
+    let at = Location::of(&raw);
+    let p = raw.value;
+    let before = problems.len();
+    let dir = check_path(&p.dir.value)
+        .map_err(|why| {
+            problems.push(Problem::new(
+                Some(Location::of(&p.dir)),
+                format!("pool: {why}"),
+            ))
+        })
+        .ok();
+    let client_path = check_path(&p.client_path.value)
+        .map_err(|why| {
+            problems.push(Problem::new(
+                Some(Location::of(&p.client_path)),
+                format!("pool: client_path: {why}"),
+            ))
+        })
+        .ok();
+    let keep = match p.keep {
+        None => Duration::ZERO,
+        Some(k) => parse_duration_upto(&k.value.0, crate::pool::MAX_KEEP)
+            .map_err(|why| {
+                problems.push(Problem::new(
+                    Some(Location::of(&k)),
+                    format!("pool: keep: {why}"),
+                ))
+            })
+            .unwrap_or_default(),
+    };
+    if let Some(dir) = &dir {
+        for h in hosts {
+            let problem = if *dir == h.path {
+                format!(
+                    "pool: {} is host {}'s directory; the pool needs its own",
+                    dir.display(),
+                    h.name
+                )
+            } else if dir.starts_with(&h.path) {
+                format!(
+                    "pool: {} is inside host {}'s directory {}; give a directory beside the hosts'",
+                    dir.display(),
+                    h.name,
+                    h.path.display()
+                )
+            } else if h.path.starts_with(dir) {
+                format!(
+                    "pool: host {}'s directory {} is inside the pool {}; clients mounting the pool would see it",
+                    h.name,
+                    h.path.display(),
+                    dir.display()
+                )
+            } else {
+                continue;
+            };
+            problems.push(Problem::new(Some(Location::of(&p.dir)), problem));
+        }
+    }
+    for h in hosts.iter().filter(|h| h.name == crate::pool::NAME) {
+        problems.push(Problem::new(
+            Some(h.at),
+            format!(
+                "host name {:?} is how logs and status name the pool; rename the host",
+                crate::pool::NAME
+            ),
+        ));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(crate::pool::PoolConfig {
+        dir: dir?,
+        client_path: client_path?,
+        keep,
+        at,
+    })
 }
 
 /// A host path must be absolute and plain: no `..` (it would hide where the directory
@@ -655,6 +763,44 @@ mod tests {
     }
 
     #[test]
+    fn pool_section() {
+        let c = parse("hosts: {a: /d/a, b: /d/b}\npool:\n  dir: /d/pool/\n  client_path: /mnt/pool/\n  keep: 30d\n").unwrap();
+        let p = c.pool.unwrap();
+        assert_eq!(p.dir, PathBuf::from("/d/pool"));
+        assert_eq!(p.client_path, PathBuf::from("/mnt/pool"));
+        assert_eq!(p.keep, Duration::from_secs(30 * 86400));
+        assert_eq!((p.at.line, p.at.column), (3, 3));
+        let c =
+            parse("hosts: {a: /d/a, b: /d/b}\npool: {dir: /d/pool, client_path: /p}\n").unwrap();
+        assert_eq!(c.pool.unwrap().keep, Duration::ZERO);
+        assert_eq!(
+            problems("hosts: {a: /d/a, b: /d/b}\npool: {dir: /d/a, client_path: p, keep: 1y}\n"),
+            [
+                "2:32: pool: client_path: directory \"p\" must be an absolute path",
+                "2:41: pool: keep: unknown unit \"y\" in \"1y\" (use ms, s, m, h or d)",
+                "2:13: pool: /d/a is host a's directory; the pool needs its own",
+            ]
+        );
+        assert_eq!(
+            problems("hosts: {a: /d/a, b: /d/b}\npool: {dir: /d/a/pool, client_path: /p}\n"),
+            [
+                "2:13: pool: /d/a/pool is inside host a's directory /d/a; give a directory beside the hosts'"
+            ]
+        );
+        assert_eq!(
+            problems("hosts: {a: /d/a, b: /d/b}\npool: {dir: /d, client_path: /p}\n")[0],
+            "2:13: pool: host a's directory /d/a is inside the pool /d; clients mounting the pool would see it"
+        );
+        assert_eq!(
+            problems("hosts: {a: /d/a, pool: /d/b}\npool: {dir: /d/p, client_path: /p}\n"),
+            ["1:24: host name \"pool\" is how logs and status name the pool; rename the host"]
+        );
+        assert!(yaml("hosts: {a: /d/a, b: /d/b}\npool: {dir: /d/p}\n").contains("client_path"));
+        // Without a pool, a host may be called so.
+        assert!(parse("hosts: {a: /d/a, pool: /d/b}\n").is_ok());
+    }
+
+    #[test]
     fn all_keys() {
         let c = parse("hosts:\n  a: /d/a\n  b: /d/b\n  c: /d/./c\nworkers: 2\nsettle: 1500ms\nignore: ['*.part', 'x?']\n").unwrap();
         assert_eq!(c.workers, 2);
@@ -681,7 +827,7 @@ mod tests {
     fn yaml_errors_carry_line_and_column() {
         assert_eq!(
             yaml("hosts:\n  a: /a\n  b: /b\nworkerz: 3\n"),
-            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level, mark, merge"
+            "/etc/distlink.yaml:4:1: unknown field `workerz`, expected one of hosts, workers, settle, ignore, unlimited_queue, user, state_file, host_numbers, prometheus_textfile, log_level, mark, merge, pool"
         );
         assert!(
             yaml("hosts:\n  a: /a\n  a: /b\n")

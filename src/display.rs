@@ -24,6 +24,19 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A duration as configured: `0s`, `90s`, `30d`, `1.5h`.
+pub fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    let (v, unit) = match s {
+        s if s >= 86400.0 && s % 86400.0 == 0.0 => (s / 86400.0, "d"),
+        s if s >= 3600.0 && s % 3600.0 == 0.0 => (s / 3600.0, "h"),
+        s if s >= 60.0 && s % 60.0 == 0.0 => (s / 60.0, "m"),
+        s if s > 0.0 && s < 1.0 => (s * 1000.0, "ms"),
+        s => (s, "s"),
+    };
+    format!("{v}{unit}")
+}
+
 /// Displays a file name given as bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Name<'a>(pub &'a [u8]);

@@ -53,6 +53,24 @@ impl HostId {
     }
 }
 
+/// The pool's id: no host name is given it (see [`HostId::of`]).
+pub const POOL_ID: HostId = HostId::from_raw(u32::MAX);
+
+/// The pool's number among a fan-out's holders; never written into a record (see
+/// `pool.rs`), and never given to a host (see `host_numbers.rs`).
+pub const POOL_NUMBER: u16 = u16::MAX;
+
+/// The opened pool directory (see `pool.rs`).
+#[derive(Debug)]
+pub struct Pool {
+    /// Its directory, as a fan-out's last member: id [`POOL_ID`], number
+    /// [`POOL_NUMBER`], name [`crate::pool::NAME`].
+    pub dir: Host,
+    /// Where clients mount it: a request's symlink points into it.
+    pub client_path: Box<[u8]>,
+    pub keep: std::time::Duration,
+}
+
 /// Hosts of one [`HostSet`], a bit per position in the set. Empty takes no memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostMask(Vec<u64>);
@@ -106,6 +124,8 @@ pub struct HostSet {
     pub dev: u64,
     /// The mount they are all reached through.
     pub mount_id: i32,
+    /// The read-only pool, a fan-out's member after the hosts (see [`HostSet::member`]).
+    pool: Option<Arc<Pool>>,
 }
 
 /// The bytes fanotify puts before a name in a `DFID_NAME` record: fsid, `handle_bytes`,
@@ -282,11 +302,21 @@ fn refused(e: Errno) -> bool {
 
 /// Opens one host directory and reads what identifies it.
 pub fn open_host(h: &HostConfig, numbers: &HostNumbers) -> Result<(Host, u64, i32), OpenError> {
-    let path = h.path.display();
     let number = numbers.get(&h.name).ok_or_else(|| OpenError::System {
         what: format!("host {}: no host number", h.name),
         source: std::io::Error::from(Errno::ENOENT),
     })?;
+    open_dir_of(h, number)
+}
+
+/// Opens the directory of `h` (a host, or the pool) and reads what identifies it.
+fn open_dir_of(h: &HostConfig, number: u16) -> Result<(Host, u64, i32), OpenError> {
+    let path = h.path.display();
+    let label = if number == POOL_NUMBER {
+        "pool".to_owned()
+    } else {
+        format!("host {}", h.name)
+    };
     let system = |what: String, e: Errno| OpenError::System {
         what,
         source: std::io::Error::from(e),
@@ -294,45 +324,42 @@ pub fn open_host(h: &HostConfig, numbers: &HostNumbers) -> Result<(Host, u64, i3
     let dir = open_dir(&h.path).map_err(|e| match e {
         e if refused(e) => system(
             format!(
-                "host {}: opening {path} was refused by the kernel or a sandbox (seccomp, limits)",
-                h.name
+                "{}: opening {path} was refused by the kernel or a sandbox (seccomp, limits)",
+                label
             ),
             e,
         ),
-        Errno::ENOENT => {
-            OpenError::Config(format!("host {}: directory {path} does not exist", h.name))
-        }
-        Errno::ENOTDIR => OpenError::Config(format!("host {}: {path} is not a directory", h.name)),
+        Errno::ENOENT => OpenError::Config(format!("{}: directory {path} does not exist", label)),
+        Errno::ENOTDIR => OpenError::Config(format!("{}: {path} is not a directory", label)),
         Errno::ELOOP | Errno::EXDEV => OpenError::Config(match first_symlink(&h.path) {
-            Some(link) if link == h.path => format!(
-                "host {}: {path} is a symlink; give the real directory",
-                h.name
-            ),
+            Some(link) if link == h.path => {
+                format!("{}: {path} is a symlink; give the real directory", label)
+            }
             Some(link) => format!(
-                "host {}: {path} passes through the symlink {}; give the real path",
-                h.name,
+                "{}: {path} passes through the symlink {}; give the real path",
+                label,
                 link.display()
             ),
             None => format!(
-                "host {}: {path} cannot be opened without following symlinks ({e})",
-                h.name
+                "{}: {path} cannot be opened without following symlinks ({e})",
+                label
             ),
         }),
         Errno::EACCES => OpenError::Config(format!(
-            "host {}: {path}: permission denied (distlink runs as root)",
-            h.name
+            "{}: {path}: permission denied (distlink runs as root)",
+            label
         )),
-        e => OpenError::Config(format!("host {}: cannot open {path}: {e}", h.name)),
+        e => OpenError::Config(format!("{}: cannot open {path}: {e}", label)),
     })?;
-    let st = fstat(&dir).map_err(|e| system(format!("host {}: stat of {path}", h.name), e))?;
+    let st = fstat(&dir).map_err(|e| system(format!("{}: stat of {path}", label), e))?;
     let (key, mount_id) = dir_key(dir.as_fd()).map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
         Some(e) if refused(e) && e != Errno::EPERM => system(
-            format!("host {}: reading the file handle of {path}", h.name),
+            format!("{}: reading the file handle of {path}", label),
             e,
         ),
         _ => OpenError::Config(format!(
-            "host {}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)",
-            h.name
+            "{}: cannot get a file handle for {path}: {e} (the filesystem must support file handles)",
+            label
         )),
     })?;
     let host = Host {
@@ -344,6 +371,45 @@ pub fn open_host(h: &HostConfig, numbers: &HostNumbers) -> Result<(Host, u64, i3
         key,
     };
     Ok((host, st.st_dev, mount_id))
+}
+
+/// Opens the pool directory, and checks it is on the filesystem and mount of `first`
+/// (a host opened: its configuration, `st_dev` and mount id), if any.
+pub fn open_pool(
+    p: &crate::pool::PoolConfig,
+    first: Option<(&HostConfig, u64, i32)>,
+) -> Result<Pool, OpenError> {
+    use std::os::unix::ffi::OsStrExt;
+    let as_host = HostConfig {
+        name: crate::pool::NAME.to_owned(),
+        path: p.dir.clone(),
+        at: p.at,
+    };
+    let (mut dir, dev, mount_id) = open_dir_of(&as_host, POOL_NUMBER)?;
+    dir.id = POOL_ID;
+    if let Some((h, dev0, mnt0)) = first {
+        if dev != dev0 {
+            return Err(OpenError::Config(format!(
+                "pool: {} is on a different filesystem than host {} ({}); links into it would fail with EXDEV",
+                p.dir.display(),
+                h.name,
+                h.path.display()
+            )));
+        }
+        if mount_id != mnt0 {
+            return Err(OpenError::Config(format!(
+                "pool: {} is reached through a different mount than host {} ({}), e.g. a bind mount; give a path under the hosts' mount",
+                p.dir.display(),
+                h.name,
+                h.path.display()
+            )));
+        }
+    }
+    Ok(Pool {
+        dir,
+        client_path: p.client_path.as_os_str().as_bytes().into(),
+        keep: p.keep,
+    })
 }
 
 impl HostSet {
@@ -384,6 +450,20 @@ impl HostSet {
                 }
             }
         }
+        let first = opened.first().map(|o| (o.0, o.2, o.3));
+        let pool = match &config.pool {
+            Some(p) => match open_pool(p, first) {
+                Ok(pool) => Some(Arc::new(pool)),
+                Err(OpenError::Config(message)) => {
+                    problems.push(Problem::new(Some(p.at), message));
+                    None
+                }
+                Err(OpenError::System { what, source }) => {
+                    return Err(Error::Refused { what, source });
+                }
+            },
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: config.source.clone(),
@@ -398,6 +478,7 @@ impl HostSet {
             Arc::clone(numbers),
             dev,
             mount_id,
+            pool,
         ))
     }
 
@@ -406,6 +487,7 @@ impl HostSet {
         numbers: Arc<HostNumbers>,
         dev: u64,
         mount_id: i32,
+        pool: Option<Arc<Pool>>,
     ) -> HostSet {
         let by_key = hosts
             .iter()
@@ -418,7 +500,42 @@ impl HostSet {
             by_key,
             dev,
             mount_id,
+            pool,
         }
+    }
+
+    /// Places a fan-out links into: the hosts (positions `0..len()`), then the pool if
+    /// there is one (position `len()`).
+    pub fn members(&self) -> usize {
+        self.hosts.len() + usize::from(self.pool.is_some())
+    }
+
+    /// Member `i` (see [`HostSet::members`]).
+    pub fn member(&self, i: usize) -> &Host {
+        match (&self.pool, i == self.hosts.len()) {
+            (Some(p), true) => &p.dir,
+            _ => &self.hosts[i],
+        }
+    }
+
+    /// The position of member `name` (a host, or the pool by [`crate::pool::NAME`]).
+    pub fn member_position(&self, name: &str) -> Option<usize> {
+        self.position(name).or_else(|| {
+            self.pool
+                .as_ref()
+                .filter(|_| name == crate::pool::NAME)
+                .map(|_| self.hosts.len())
+        })
+    }
+
+    /// The pool, if one is configured.
+    pub fn pool(&self) -> Option<&Pool> {
+        self.pool.as_deref()
+    }
+
+    /// The pool's member position, if one is configured.
+    pub fn pool_at(&self) -> Option<usize> {
+        self.pool.as_ref().map(|_| self.hosts.len())
     }
 
     /// The same set without host `name` (its directory vanished).
@@ -429,7 +546,13 @@ impl HostSet {
             .filter(|h| *h.name != *name)
             .cloned()
             .collect();
-        HostSet::from_hosts(hosts, Arc::clone(&self.numbers), self.dev, self.mount_id)
+        HostSet::from_hosts(
+            hosts,
+            Arc::clone(&self.numbers),
+            self.dev,
+            self.mount_id,
+            self.pool.clone(),
+        )
     }
 
     /// The same set plus a re-opened host, placed in configuration order.
@@ -447,7 +570,13 @@ impl HostSet {
                 .position(|c| *c.name == *h.name)
                 .unwrap_or(usize::MAX)
         });
-        HostSet::from_hosts(hosts, Arc::clone(&self.numbers), self.dev, self.mount_id)
+        HostSet::from_hosts(
+            hosts,
+            Arc::clone(&self.numbers),
+            self.dev,
+            self.mount_id,
+            self.pool.clone(),
+        )
     }
 
     /// Whether a directory is on this set's filesystem and mount (for a re-created host
@@ -532,6 +661,16 @@ impl HostSet {
         })
     }
 
+    /// Whether host `host` holds a symlink under `name` now.
+    pub fn is_symlink(&self, host: usize, name: &[u8]) -> bool {
+        fstatat(
+            self.hosts[host].dir.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+    }
+
     /// An object on the shared filesystem, for the filesystem-wide fanotify mark; `None`
     /// when no host directory is present.
     pub fn any_dir(&self) -> Option<BorrowedFd<'_>> {
@@ -547,6 +686,7 @@ impl HostSet {
                 Arc::clone(&self.numbers),
                 running.dev,
                 running.mount_id,
+                self.pool.clone(),
             )
         } else {
             self

@@ -31,6 +31,7 @@ pub mod merge;
 pub mod names;
 pub mod plan;
 pub mod pool;
+pub mod pool_ops;
 pub mod privs;
 pub mod reconcile;
 pub mod record;
@@ -42,6 +43,7 @@ pub mod signals;
 pub mod space;
 pub mod status;
 pub mod sys;
+pub mod workers;
 
 /// Exit code for fatal errors.
 pub const EXIT_FAILURE: i32 = 1;

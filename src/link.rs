@@ -6,9 +6,11 @@
 //! is linked with `linkat(fd, "", dir, name, AT_EMPTY_PATH)`. A client replacing the name
 //! with a symlink between the check and the link cannot redirect anything, and no path is
 //! ever resolved outside a host directory descriptor. A name already present in a host
-//! is never replaced. Which hosts get a link is decided by [`crate::plan`].
+//! is never replaced. Which hosts get a link is decided by [`crate::plan`]; the
+//! [pool](crate::pool), when there is one, is a fan-out's last member. A symlink that
+//! asks for the pool's file is answered in `pool_ops.rs`.
 
-use crate::hosts::{HostId, HostMask, HostSet};
+use crate::hosts::{HostId, HostMask, HostSet, POOL_NUMBER};
 use crate::plan::{Seen, Step};
 use crate::record::{Decoded, Record};
 use nix::errno::Errno;
@@ -29,6 +31,8 @@ pub enum Trigger {
     Scan,
     /// Tried again after a failure (see `retry.rs`).
     Retry,
+    /// A symlink appeared: it may ask for the pool's file (see `pool.rs`).
+    Symlink,
 }
 
 impl Trigger {
@@ -38,6 +42,7 @@ impl Trigger {
             Trigger::Settled => "settled",
             Trigger::Scan => "reconcile",
             Trigger::Retry => "retry",
+            Trigger::Symlink => "symlink",
         }
     }
 }
@@ -131,6 +136,11 @@ pub struct FanOut {
     pub record_denied: bool,
     /// The record could not be written (it is kept in memory meanwhile).
     pub record_unwritable: Option<String>,
+    /// The pool's copy under the name, which no host held, was replaced by this file.
+    pub pool_replaced: bool,
+    /// The name was a symlink asking for the pool's file (see `pool_ops.rs`): what
+    /// became of it. Nothing else was done.
+    pub from_pool: Option<crate::pool_ops::Taken>,
 }
 
 impl Outcome {
@@ -144,7 +154,18 @@ impl Outcome {
             Err(NotLinked::Failed(_)) => 1,
             Err(_) => 0,
             Ok(f) => {
-                f.failed.len() as u64
+                let from_pool = match &f.from_pool {
+                    Some(
+                        crate::pool_ops::Taken::Failed(_) | crate::pool_ops::Taken::Refused(_),
+                    ) => 1,
+                    Some(crate::pool_ops::Taken::Done {
+                        record_unwritable: Some(_),
+                        ..
+                    }) => 1,
+                    _ => 0,
+                };
+                from_pool
+                    + f.failed.len() as u64
                     + u64::from(f.record_unwritable.is_some())
                     + u64::from(f.record_full)
                     + u64::from(f.record_denied)
@@ -174,13 +195,22 @@ fn kind(st: &FileStat) -> &'static str {
     }
 }
 
-/// Opens `name` in host `src` without following anything and checks it may be linked.
+/// Opens `name` in member `src` without following anything and checks it may be linked.
 pub fn open_candidate(
     hosts: &HostSet,
     src: usize,
     name: &[u8],
 ) -> Result<(OwnedFd, FileStat), NotLinked> {
-    let dir = hosts.get(src).dir.as_fd();
+    let (fd, st) = open_entry(hosts.member(src).dir.as_fd(), name)?;
+    linkable(&st)?;
+    Ok((fd, st))
+}
+
+/// Opens `name` in `dir` with `O_PATH | O_NOFOLLOW` (a symlink is opened itself).
+pub fn open_entry(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &[u8],
+) -> Result<(OwnedFd, FileStat), NotLinked> {
     let fd = nix::fcntl::openat(
         dir,
         name,
@@ -192,8 +222,13 @@ pub fn open_candidate(
         e => NotLinked::Failed(e),
     })?;
     let st = fstat(&fd).map_err(NotLinked::Failed)?;
+    Ok((fd, st))
+}
+
+/// Whether a file may be linked: a regular file, not set-id, not deleted.
+pub fn linkable(st: &FileStat) -> Result<(), NotLinked> {
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Err(NotLinked::NotRegular(kind(&st)));
+        return Err(NotLinked::NotRegular(kind(st)));
     }
     if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
         return Err(NotLinked::SetId);
@@ -201,10 +236,15 @@ pub fn open_candidate(
     if st.st_nlink == 0 {
         return Err(NotLinked::Gone);
     }
-    Ok((fd, st))
+    Ok(())
 }
 
-/// Links the inode behind `file` as `name` into host `dst`.
+/// Whether `st` is a symlink's.
+pub fn is_symlink(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
+/// Links the inode behind `file` as `name` into member `dst`.
 pub fn link_one(
     hosts: &HostSet,
     file: &OwnedFd,
@@ -212,7 +252,7 @@ pub fn link_one(
     dst: usize,
     name: &[u8],
 ) -> LinkResult {
-    let dir = hosts.get(dst).dir.as_fd();
+    let dir = hosts.member(dst).dir.as_fd();
     match nix::unistd::linkat(file.as_fd(), c"", dir, name, AtFlags::AT_EMPTY_PATH) {
         Ok(()) => LinkResult::Linked,
         Err(Errno::EEXIST) => match look(hosts, dst, name, st) {
@@ -265,10 +305,10 @@ fn link_all(
     })
 }
 
-/// What host `dst` holds under `name`, compared with the file `st`.
+/// What member `dst` holds under `name`, compared with the file `st`.
 pub fn look(hosts: &HostSet, dst: usize, name: &[u8], st: &FileStat) -> Seen {
     match fstatat(
-        hosts.get(dst).dir.as_fd(),
+        hosts.member(dst).dir.as_fd(),
         name,
         AtFlags::AT_SYMLINK_NOFOLLOW,
     ) {
@@ -282,8 +322,19 @@ pub fn look(hosts: &HostSet, dst: usize, name: &[u8], st: &FileStat) -> Seen {
 /// Fans one completed file out: open and check it, read its record, plan, link, write
 /// the record (gather → decide → act). Returns what happened.
 pub fn fan_out(c: Candidate) -> Outcome {
-    let result =
-        open_candidate(&c.hosts, c.src, &c.name).map(|(file, st)| fan_out_file(&c, &file, &st));
+    let result = open_entry(c.hosts.member(c.src).dir.as_fd(), &c.name).and_then(|(fd, st)| {
+        // A symlink may ask for the pool's file (see pool.rs).
+        if is_symlink(&st)
+            && let Some(taken) = crate::pool_ops::request(&c, &fd)
+        {
+            return Ok(FanOut {
+                from_pool: Some(taken),
+                ..FanOut::default()
+            });
+        }
+        linkable(&st)?;
+        Ok(fan_out_file(&c, &fd, &st))
+    });
     let src = c.hosts.get(c.src);
     Outcome {
         src: src.id,
@@ -297,13 +348,28 @@ pub fn fan_out(c: Candidate) -> Outcome {
 
 /// Fan-outs of one inode under different names (a second hardlink, a rename) run one at
 /// a time: each reads the record, links, and writes the record back, and two at once
-/// would lose one's names. Striped by inode number; a stripe is held for one fan-out.
+/// would lose one's names. Striped by inode number; a stripe is held for one fan-out (or
+/// one answer to a pool request, one pool expiry).
 static INODE_LOCKS: [std::sync::Mutex<()>; 64] = [const { std::sync::Mutex::new(()) }; 64];
 
-fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
-    let _inode = INODE_LOCKS[(st.st_ino % 64) as usize]
+/// Holds inode `ino`'s stripe (see [`INODE_LOCKS`]).
+pub(crate) fn lock_inode(ino: u64) -> std::sync::MutexGuard<'static, ()> {
+    INODE_LOCKS[(ino % 64) as usize]
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Inode `ino`'s stripe if it is free now.
+pub(crate) fn try_lock_inode(ino: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
+    match INODE_LOCKS[(ino % 64) as usize].try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
+    let _inode = lock_inode(st.st_ino);
     let hosts = &c.hosts;
     let mut out = FanOut {
         size: st.st_size.max(0) as u64,
@@ -320,7 +386,7 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         return out;
     }
     // A downloader's control file beside it: not complete yet (see completion.rs).
-    let src_dir = hosts.get(c.src).dir.as_fd();
+    let src_dir = hosts.member(c.src).dir.as_fd();
     if crate::completion::busy_markers(&c.name)
         .iter()
         .any(|m| fstatat(src_dir, m.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok())
@@ -347,7 +413,13 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         .as_ref()
         .and_then(|r| r.hosts_of(&c.name))
         .unwrap_or_default();
-    let seen: Vec<Seen> = (0..hosts.len())
+    // The hosts, and the pool unless the name is never pooled.
+    let members = if crate::pool::never_pooled(&c.name) {
+        hosts.len()
+    } else {
+        hosts.members()
+    };
+    let seen: Vec<Seen> = (0..members)
         .map(|i| {
             if c.present.has(i) {
                 Seen::Same
@@ -359,7 +431,7 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         })
         .collect();
     // Decide.
-    let host_numbers: Vec<u16> = hosts.iter().map(|h| h.number).collect();
+    let host_numbers: Vec<u16> = (0..members).map(|i| hosts.member(i).number).collect();
     let plan = crate::plan::plan(c.src, &host_numbers, recorded, &seen);
     // A name the record has no room for is not fanned out: its deletions could not be
     // kept. The widest record this fan-out can lead to is the one to check.
@@ -367,7 +439,7 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         .steps
         .iter()
         .zip(&host_numbers)
-        .filter(|(s, _)| matches!(s, Step::Source | Step::Holds | Step::Link))
+        .filter(|(s, n)| matches!(s, Step::Source | Step::Holds | Step::Link) && **n != POOL_NUMBER)
         .map(|(_, &n)| n);
     if let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, widest) {
         if !next.fits(numbers.tag) {
@@ -390,7 +462,7 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
     let mut results = link_all(hosts, file, st, &to_link, &c.name).into_iter();
     let mut holders: Vec<u16> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
-        let host = hosts.get(i);
+        let host = hosts.member(i);
         let name = &host.name;
         match step {
             Step::Source | Step::Holds => holders.push(host.number),
@@ -421,9 +493,13 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         // same file once more): a copy to compare.
         for (i, step) in plan.steps.iter().enumerate() {
             if *step == Step::Recorded && look(hosts, i, &c.name, st) == Seen::Other {
-                out.conflicts.push(Arc::clone(&hosts.get(i).name));
+                out.conflicts.push(Arc::clone(&hosts.member(i).name));
             }
         }
+    }
+    // The pool's copy that no host holds any more yields to a file hosts hold.
+    if hosts.pool_at().is_some() && out.conflicts.iter().any(|n| **n == *crate::pool::NAME) {
+        replace_kept_pool_copy(c, file, st, &mut holders, &mut out);
     }
     if c.merge.is_some() && !out.conflicts.is_empty() {
         survivor = merge_copies(c, file, st, &mut holders, &mut out);
@@ -432,6 +508,7 @@ fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
         Some((fd, st, rec)) => (fd, st, rec.clone()),
         None => (file, st, record),
     };
+    let holders = holders.into_iter().filter(|&n| n != POOL_NUMBER);
     if !c.dry_run
         && let Some(next) = Record::after(record.as_ref(), st.st_ino, &c.name, holders)
     {
@@ -462,7 +539,7 @@ fn merge_copies(
     let conflicts = std::mem::take(&mut out.conflicts);
     for dst_name in conflicts {
         let keep = |out: &mut FanOut| out.conflicts.push(Arc::clone(&dst_name));
-        let Some(i) = hosts.position(&dst_name) else {
+        let Some(i) = hosts.member_position(&dst_name) else {
             keep(out);
             continue;
         };
@@ -481,10 +558,10 @@ fn merge_copies(
             continue;
         };
         if their_st.st_ino == cur_st.st_ino {
-            holders.push(hosts.get(i).number);
+            holders.push(hosts.member(i).number);
             continue;
         }
-        let dir = hosts.get(i).dir.as_fd();
+        let dir = hosts.member(i).dir.as_fd();
         let busy = crate::completion::busy_markers(&c.name)
             .iter()
             .any(|m| fstatat(dir, m.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok());
@@ -535,7 +612,7 @@ fn merge_copies(
             Survivor::Ours => {
                 match crate::merge::replace(dir, &c.name, &their_facts, cur_fd.as_fd()) {
                     Replaced::Done => {
-                        holders.push(hosts.get(i).number);
+                        holders.push(hosts.member(i).number);
                         out.merged.push(Arc::clone(&dst_name));
                         if their_st.st_nlink == 1 {
                             out.merged_bytes += their_st.st_size.max(0) as u64;
@@ -551,10 +628,10 @@ fn merge_copies(
             }
             Survivor::Theirs => {
                 // Every host holding ours under the name gets theirs instead.
-                let mut now_holding = vec![hosts.get(i).number];
+                let mut now_holding = vec![hosts.member(i).number];
                 let mut all = true;
-                for h in 0..hosts.len() {
-                    let host = hosts.get(h);
+                for h in 0..hosts.members() {
+                    let host = hosts.member(h);
                     if h == i || !holders.contains(&host.number) {
                         continue;
                     }
@@ -587,12 +664,59 @@ fn merge_copies(
     current
 }
 
+/// The pool holds another inode under the name, which no host holds (its link count is
+/// 1): kept for `keep`, or a stale version. The file hosts hold takes its place.
+fn replace_kept_pool_copy(
+    c: &Candidate,
+    file: &OwnedFd,
+    st: &FileStat,
+    holders: &mut Vec<u16>,
+    out: &mut FanOut,
+) {
+    let Some(at) = c.hosts.pool_at() else {
+        return;
+    };
+    let Ok((_, their_st)) = open_candidate(&c.hosts, at, &c.name) else {
+        return;
+    };
+    if their_st.st_nlink != 1 || their_st.st_ino == st.st_ino {
+        return;
+    }
+    // Its expiry takes the same lock; never wait for it.
+    let _theirs = if their_st.st_ino % 64 == st.st_ino % 64 {
+        None
+    } else {
+        match try_lock_inode(their_st.st_ino) {
+            Some(g) => Some(g),
+            None => return,
+        }
+    };
+    if c.dry_run {
+        out.pool_replaced = true;
+        out.conflicts.retain(|n| **n != *crate::pool::NAME);
+        return;
+    }
+    let dir = c.hosts.member(at).dir.as_fd();
+    let victim = crate::merge::Facts::of(&their_st);
+    match crate::merge::replace(dir, &c.name, &victim, file.as_fd()) {
+        crate::merge::Replaced::Done => {
+            out.pool_replaced = true;
+            out.conflicts.retain(|n| **n != *crate::pool::NAME);
+            holders.push(POOL_NUMBER);
+        }
+        crate::merge::Replaced::Changed => {}
+        crate::merge::Replaced::Failed(e) | crate::merge::Replaced::LeftTemporary(e) => out
+            .merge_failed
+            .push((Arc::from(crate::pool::NAME), e.to_string())),
+    }
+}
+
 /// Records the filesystem refused (ENOSPC, EDQUOT, EROFS), kept in memory until one
 /// can be written, so that a deletion made meanwhile is not undone by the next fan-out
 /// of the inode (a retry, a reconcile, another name). Keyed by inode number; an entry
 /// counts only while the inode's size and mtime are the ones it was kept with (a freed
 /// and reused inode number is another file). Used under the inode's stripe lock.
-mod unwritten {
+pub(crate) mod unwritten {
     use crate::record::Record;
     use nix::sys::stat::FileStat;
     use std::collections::HashMap;

@@ -7,12 +7,16 @@
 //! * A host listed for this name in the inode's [record](crate::record) either holds it
 //!   or deleted it on purpose (`eclean-dist`): it never gets a link again. Other names of
 //!   the inode have entries of their own and do not count.
+//! * The [pool](crate::pool) (the member numbered [`POOL_NUMBER`]) is never in a record:
+//!   it gets a link whenever it lacks the name, like a host that never cleans.
 //! * Any other host gets a link, unless it was seen holding this very inode already, or
 //!   another file under the name (a conflict, left alone: a host in the middle of its own
 //!   download renames its copy over the name; Portage unlinks a bad one itself).
 //!
 //! Whether a host holds something is often not known in advance: the link is then tried
 //! and the kernel answers (`EEXIST`). A dry run looks first and plans, acting on nothing.
+
+use crate::hosts::POOL_NUMBER;
 
 /// What a host directory holds under the file's name, if anyone looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +64,7 @@ pub fn plan(src: usize, hosts: &[u16], recorded: &[u16], seen: &[Seen]) -> Plan 
             let seen = seen.get(i).copied().unwrap_or(Seen::Unknown);
             if i == src {
                 Step::Source
-            } else if recorded.binary_search(number).is_ok() {
+            } else if *number != POOL_NUMBER && recorded.binary_search(number).is_ok() {
                 match seen {
                     Seen::Same => Step::Holds,
                     Seen::Absent => Step::Deleted,
@@ -107,6 +111,19 @@ mod tests {
     fn what_was_seen_decides_for_unrecorded_hosts() {
         let p = plan(0, &HOSTS, &[], &[Same, Same, Other, Absent]);
         assert_eq!(p.steps, [Source, Holds, Conflict, Link]);
+    }
+
+    #[test]
+    fn the_pool_gets_every_name_it_lacks_whatever_the_record_says() {
+        let members = [0, 1, POOL_NUMBER];
+        let r = [0, 1, POOL_NUMBER];
+        assert_eq!(plan(0, &members, &r, &[]).steps, [Source, Recorded, Link]);
+        let p = plan(0, &members, &r, &[Same, Absent, Absent]);
+        assert_eq!(p.steps, [Source, Deleted, Link]);
+        let p = plan(0, &members, &[], &[Same, Same, Same]);
+        assert_eq!(p.steps, [Source, Holds, Holds]);
+        let p = plan(1, &members, &[], &[Unknown, Unknown, Other]);
+        assert_eq!(p.steps, [Link, Source, Conflict]);
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! Used at start-up (downloads completed while distlink was down), after a fanotify
 //! queue overflow (events lost), when a host is added or its directory reappears, and by
 //! `distlink sync`. It reads every host directory once into a [`Census`], then queues one
-//! fan-out per name on the worker pool, with the hosts already holding that very inode
+//! fan-out per name on the worker threads, with the hosts already holding that very inode
 //! as a hint, and hands each outcome to the caller. The workers apply the same rules as
 //! for live events: the record on the inode decides which hosts lack the file on
 //! purpose, and a file changed within the settle time is handed back (its outcome says
 //! `deferred`) to go through the settle rule instead of being linked at once.
+//!
+//! With a [pool](crate::pool), the pool directory is read last: a name only the pool
+//! holds is fanned out nowhere, and is removed if no host holds its inode any more and
+//! `keep` is over (see `pool_ops.rs`); those still kept are handed back with their time.
 //!
 //! At most [`IN_FLIGHT`] fan-outs are queued at a time, so memory follows the census,
 //! not the number of jobs; the reconcile is done when every job's reply sender has
@@ -17,7 +21,7 @@ use crate::census::Census;
 use crate::completion::NameRules;
 use crate::hosts::HostSet;
 use crate::link::{Candidate, Outcome, Trigger};
-use crate::pool::{Job, Reply};
+use crate::workers::{Job, Reply};
 use crossbeam_channel::Sender;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +57,11 @@ pub struct Summary {
     /// Distinct files and their bytes seen: the pool's size.
     pub pool_files: u64,
     pub pool_bytes: u64,
+    /// Pool names removed (no host held them, `keep` was over), and their bytes.
+    pub pool_removed: u64,
+    pub pool_removed_bytes: u64,
+    /// Pool names no host holds, still kept: when to look at each again.
+    pub pool_expiring: Vec<(Box<[u8]>, std::time::SystemTime)>,
     pub took: Duration,
 }
 
@@ -95,7 +104,15 @@ impl std::fmt::Display for Summary {
             self.conflicts,
             self.errors,
             self.deferred,
-        )
+        )?;
+        if self.pool_removed > 0 {
+            write!(
+                f,
+                ", {} names no host holds removed from the pool ({} bytes)",
+                self.pool_removed, self.pool_removed_bytes
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -133,7 +150,8 @@ pub fn run(
         summary.names
     );
     let mut last_log = Instant::now();
-    fan_out_all(req, &census, jobs, cancel, &mut |o| {
+    let mut pool_only = Vec::new();
+    fan_out_all(req, &census, jobs, cancel, &mut pool_only, &mut |o| {
         summary.add(o);
         on_outcome(o);
         if last_log.elapsed() >= Duration::from_secs(5) {
@@ -146,25 +164,65 @@ pub fn run(
             );
         }
     });
+    summary.names -= pool_only.len() as u64;
+    if !req.dry_run && !cancel.load(Ordering::Relaxed) {
+        sweep_pool(&req.hosts, &pool_only, &mut summary);
+    }
     summary.took = started.elapsed();
     log::info!("reconcile ({label}) {summary}");
     summary
 }
 
+/// Names only the pool holds: removed if no host holds their inode and `keep` is over.
+fn sweep_pool(hosts: &HostSet, names: &[Box<[u8]>], summary: &mut Summary) {
+    use crate::pool_ops::{Expired, expire};
+    for name in names {
+        let now = std::time::SystemTime::now();
+        match expire(hosts, name, now) {
+            Expired::Removed(size) => {
+                summary.pool_removed += 1;
+                summary.pool_removed_bytes += size;
+                log::info!(
+                    "{}/{}: removed, no host holds it",
+                    crate::pool::NAME,
+                    crate::display::Name(name)
+                );
+            }
+            Expired::At(t) => summary.pool_expiring.push((name.clone(), t)),
+            Expired::Busy => summary
+                .pool_expiring
+                .push((name.clone(), now + Duration::from_secs(1))),
+            Expired::Held => {}
+            Expired::Failed(e) => log::error!(
+                "{}/{}: cannot remove it: {e}",
+                crate::pool::NAME,
+                crate::display::Name(name)
+            ),
+        }
+    }
+}
+
 /// Queues a fan-out per census name, at most [`IN_FLIGHT`] at a time, and hands each
-/// outcome to `on_outcome` until every job has replied.
+/// outcome to `on_outcome` until every job has replied. Names only the pool holds go to
+/// `pool_only` instead.
 fn fan_out_all(
     req: &Request,
     census: &Census,
     jobs: &Sender<Job>,
     cancel: &AtomicBool,
+    pool_only: &mut Vec<Box<[u8]>>,
     on_outcome: &mut dyn FnMut(&Outcome),
 ) {
     let (tx, rx) = crossbeam_channel::unbounded::<Outcome>();
     let mut in_flight = 0usize;
+    let pool_at = req.hosts.pool_at();
     for (name, holding) in census.iter() {
         if cancel.load(Ordering::Relaxed) {
             break;
+        }
+        if Some(usize::from(holding.src)) == pool_at {
+            pool_only.push(name.into());
+            continue;
         }
         while in_flight >= IN_FLIGHT {
             match rx.recv() {

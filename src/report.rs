@@ -86,6 +86,10 @@ pub fn report(o: &Outcome, style: Style) {
             return;
         }
     };
+    if let Some(taken) = &f.from_pool {
+        report_taken(o, taken, style);
+        return;
+    }
     if f.deferred {
         log::debug!(
             "{src}/{name}: not complete yet (changed within the settle time, or a downloader's control file is beside it); waiting"
@@ -142,6 +146,17 @@ pub fn report(o: &Outcome, style: Style) {
             }
         }
     }
+    if f.pool_replaced {
+        let pool = crate::pool::NAME;
+        match (style, o.dry_run) {
+            (Style::Log, _) => log::info!(
+                host = &**src, file:% = name;
+                "{pool}/{name}: its copy, which no host held, is replaced by {src}/{name}"
+            ),
+            (Style::Print, false) => println!("replaced {pool}/{name} by {src}/{name}"),
+            (Style::Print, true) => println!("would replace {pool}/{name} by {src}/{name}"),
+        }
+    }
     for (dst, why) in &f.merge_failed {
         log::error!(
             host = &**dst, file:% = name;
@@ -185,6 +200,51 @@ pub fn report(o: &Outcome, style: Style) {
     }
 }
 
+/// What became of a symlink asking for the pool's file.
+fn report_taken(o: &Outcome, taken: &crate::pool_ops::Taken, style: Style) {
+    use crate::pool_ops::Taken;
+    let src = &o.src_name;
+    let name = Name(&o.name);
+    let pool = crate::pool::NAME;
+    match taken {
+        Taken::Done {
+            size,
+            record_unwritable,
+        } => {
+            match (style, o.dry_run) {
+                (Style::Log, _) => log::info!(
+                    target: crate::logging::FANOUT,
+                    host = &**src, file:% = name;
+                    "{src}/{name}: taken from the pool: the symlink Portage made is now a link of {pool}/{name} ({size} bytes not downloaded)"
+                ),
+                (Style::Print, false) => println!("took {src}/{name} from the pool"),
+                (Style::Print, true) => println!("would take {src}/{name} from the pool"),
+            }
+            if let Some(e) = record_unwritable {
+                log::error!(
+                    "{src}/{name}: cannot record that the host holds it (user.distlink): {e}; tried again later"
+                );
+            }
+        }
+        Taken::NotInPool => log::warn!(
+            "{src}/{name}: a symlink into the pool, but the pool holds no regular file {name}; left alone"
+        ),
+        Taken::Changed => log::debug!("{src}/{name}: the symlink changed meanwhile; left alone"),
+        Taken::Refused(why) => {
+            log::error!("{src}/{name}: not taken from the pool: {why}; the symlink is left alone")
+        }
+        Taken::Failed(e) => log::error!(
+            "{src}/{name}: cannot replace the symlink by a link of {pool}/{name}: {e}{}{}",
+            hint(*e),
+            if style == Style::Log {
+                "; tried again later"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
 /// Counters since start (metrics: shared with the status writer).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -203,6 +263,13 @@ pub struct Counters {
     pub skipped: AtomicU64,
     /// Files found changing by a scan and handed to the settle rule.
     pub deferred: AtomicU64,
+    /// Symlinks into the pool replaced by a link of the pool's file, and their bytes
+    /// (not downloaded).
+    pub pool_taken: AtomicU64,
+    pub pool_taken_bytes: AtomicU64,
+    /// Pool names removed because no host held them any more, and their bytes.
+    pub pool_removed: AtomicU64,
+    pub pool_removed_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -233,6 +300,12 @@ impl Counters {
                     add(&self.merged_bytes, f.merged_bytes);
                 }
                 add(&self.deferred, u64::from(f.deferred));
+                if let Some(crate::pool_ops::Taken::Done { size, .. }) = &f.from_pool
+                    && !o.dry_run
+                {
+                    add(&self.pool_taken, 1);
+                    add(&self.pool_taken_bytes, *size);
+                }
             }
         }
     }

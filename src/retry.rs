@@ -5,6 +5,8 @@
 //!   up, a quota is hit, the filesystem is remounted read-only), a record that could not
 //!   be written, a file that could not be opened (EMFILE). Waits 1 s, 2 s, 4 s, … up to
 //!   [`MAX_WAIT`] between tries, for as long as it takes.
+//! * Also retried: a request for the pool's file whose link failed, or whose record could
+//!   not be written (see `pool_ops.rs`).
 //! * Not retried: conflicts (another file under the name: left alone on purpose), a name
 //!   the record has no room for, a record of another numbering, a file that is not a
 //!   regular one; all are logged once.
@@ -19,6 +21,7 @@
 use crate::completion::Key;
 use crate::hosts::HostId;
 use crate::link::{NotLinked, Outcome};
+use crate::pool_ops::Taken;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -47,6 +50,16 @@ pub fn verdict(o: &Outcome) -> Verdict {
         Err(NotLinked::Failed(_)) => Verdict::Again,
         Err(_) => Verdict::Done,
         Ok(f) if f.deferred => Verdict::Unchanged,
+        Ok(f) if f.from_pool.is_some() => match &f.from_pool {
+            Some(
+                Taken::Failed(_)
+                | Taken::Done {
+                    record_unwritable: Some(_),
+                    ..
+                },
+            ) => Verdict::Again,
+            _ => Verdict::Done,
+        },
         Ok(f) if f.vanished => Verdict::Done,
         Ok(f) if !f.failed.is_empty() || f.record_unwritable.is_some() => Verdict::Again,
         Ok(_) => Verdict::Done,

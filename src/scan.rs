@@ -19,11 +19,13 @@ pub struct Unreadable {
     pub error: Errno,
 }
 
-/// Reads every host directory: regular files whose names `rules` allow.
+/// Reads every host directory, and the pool last: regular files whose names `rules`
+/// allow.
 pub fn scan(hosts: &HostSet, rules: &NameRules) -> (Census, Vec<Unreadable>) {
-    let mut census = Census::new(hosts.len());
+    let mut census = Census::new(hosts.members());
     let mut unreadable = Vec::new();
-    for (i, host) in hosts.iter().enumerate() {
+    for i in 0..hosts.members() {
+        let host = hosts.member(i);
         let failed = |error| Unreadable {
             host: Arc::clone(&host.name),
             path: host.path.clone(),

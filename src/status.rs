@@ -57,6 +57,16 @@ pub struct Snapshot {
     pub pool_bytes: u64,
     pub last_reconcile: u64,
     pub last_reconcile_summary: String,
+    /// The read-only pool (see `pool.rs`): empty without one, else where it is.
+    pub pool_dir: String,
+    /// Symlinks into the pool replaced by links since start, and their bytes.
+    pub pool_taken: u64,
+    pub pool_taken_bytes: u64,
+    /// Pool names removed since start (no host held them), and their bytes.
+    pub pool_removed: u64,
+    pub pool_removed_bytes: u64,
+    /// Pool names no host holds, kept until their `keep` is over.
+    pub pool_kept: u64,
 }
 
 pub fn now() -> u64 {
@@ -127,6 +137,18 @@ impl Snapshot {
             self.last_reconcile,
             esc(&self.last_reconcile_summary)
         );
+        if !self.pool_dir.is_empty() {
+            let _ = writeln!(
+                s,
+                "pool_dir={}\npool_taken={}\npool_taken_bytes={}\npool_removed={}\npool_removed_bytes={}\npool_kept={}",
+                esc(&self.pool_dir),
+                self.pool_taken,
+                self.pool_taken_bytes,
+                self.pool_removed,
+                self.pool_removed_bytes,
+                self.pool_kept
+            );
+        }
         s
     }
 
@@ -142,6 +164,7 @@ impl Snapshot {
                 "state" => s.state = v.to_owned(),
                 "config" => s.config = unesc(v),
                 "marks" => s.marks = unesc(v),
+                "pool_dir" => s.pool_dir = unesc(v),
                 "last_reconcile_summary" => s.last_reconcile_summary = unesc(v),
                 "host" => {
                     let mut parts = v.split('\t');
@@ -174,6 +197,11 @@ impl Snapshot {
         s.pool_files = n("pool_files");
         s.pool_bytes = n("pool_bytes");
         s.last_reconcile = n("last_reconcile");
+        s.pool_taken = n("pool_taken");
+        s.pool_taken_bytes = n("pool_taken_bytes");
+        s.pool_removed = n("pool_removed");
+        s.pool_removed_bytes = n("pool_removed_bytes");
+        s.pool_kept = n("pool_kept");
         s
     }
 
@@ -249,15 +277,41 @@ impl Snapshot {
         metric(
             "pool_files",
             "gauge",
-            "Distinct files in the pool at the last reconcile.",
+            "Distinct files in the host directories at the last reconcile.",
             self.pool_files,
         );
         metric(
             "pool_bytes",
             "gauge",
-            "Bytes in the pool at the last reconcile.",
+            "Bytes of those files at the last reconcile.",
             self.pool_bytes,
         );
+        if !self.pool_dir.is_empty() {
+            metric(
+                "pool_taken_total",
+                "counter",
+                "Symlinks into the read-only pool replaced by a link of its file since start.",
+                self.pool_taken,
+            );
+            metric(
+                "pool_taken_bytes_total",
+                "counter",
+                "Bytes hosts took from the read-only pool instead of downloading, since start.",
+                self.pool_taken_bytes,
+            );
+            metric(
+                "pool_removed_total",
+                "counter",
+                "Read-only pool names removed since start because no host held them.",
+                self.pool_removed,
+            );
+            metric(
+                "pool_kept",
+                "gauge",
+                "Read-only pool names no host holds, kept until keep is over.",
+                self.pool_kept,
+            );
+        }
         metric(
             "last_reconcile_timestamp_seconds",
             "gauge",
@@ -505,8 +559,15 @@ mod tests {
             pool_bytes: 11,
             last_reconcile: 12,
             last_reconcile_summary: "done in 1s".into(),
+            pool_dir: "/d/pool (clients mount it at /p; keep 0s)".into(),
+            pool_taken: 17,
+            pool_taken_bytes: 18,
+            pool_removed: 19,
+            pool_removed_bytes: 20,
+            pool_kept: 21,
         };
         let back = Snapshot::parse(&s.render());
+        assert_eq!(back, s);
         assert_eq!(back.hosts[0], s.hosts[0]);
         assert_eq!(back.hosts[1].1, "/d/b\nc");
         assert_eq!(back.pool_bytes, 11);

@@ -1,8 +1,8 @@
 //! `distlink run`: start-up sequence and the event loop.
 //!
 //! One thread (this one) owns the fanotify descriptor. Each event is classified
-//! ([`classify`]), a completed file goes to the worker pool as an owned [`Job`], and
-//! the pool's [`Outcome`]s come back here to be logged and counted ([`report`]); control
+//! ([`classify`]), a completed file goes to the worker threads as an owned [`Job`], and
+//! their [`Outcome`]s come back here to be logged and counted ([`report`]); control
 //! requests arrive as [`Control`] values from the signal descriptor polled beside them.
 
 use crate::classify::{Action, Parents, Routing, classify};
@@ -15,13 +15,13 @@ use crate::fanotify::Watch;
 use crate::host_numbers::HostNumbers;
 use crate::hosts::{HostSet, open_host};
 use crate::link::{Candidate, Outcome, Trigger};
-use crate::pool::{Job, Pool, Reply};
 use crate::reconcile::{Request, Summary};
 use crate::report::{Counters, Style, report};
 use crate::retry::{Retries, Verdict};
 use crate::sd_notify::notify;
 use crate::signals::{Control, Signals};
 use crate::status::{StatusFile, TextFile};
+use crate::workers::{Job, Reply, Workers};
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -47,7 +47,7 @@ struct Daemon {
     settle: Settle,
     watch: Watch,
     signals: Signals,
-    pool: Pool,
+    workers: Workers,
     /// Outcomes of live fan-outs: where workers send them (waking the loop through
     /// `wake`), and where the loop takes them.
     reply: Reply,
@@ -69,6 +69,8 @@ struct Daemon {
     followup_rx: Receiver<Followup>,
     /// Failed fan-outs waiting for another try.
     retries: Retries,
+    /// Pool names no host holds, to look at again when their `keep` is over.
+    expiring: crate::pool::Expiring,
     /// `/proc/self/mountinfo`, polled for `POLLPRI`: the mount table changed, so a
     /// filesystem may have been mounted over a host directory (or unmounted from one).
     mounts: Option<std::fs::File>,
@@ -229,8 +231,8 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
 
     // 6. Only now the worker threads: they need no privilege beyond linking, and they
     //    start with the signal mask from step 3 and the capabilities from step 5.
-    let pool =
-        Pool::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
+    let workers =
+        Workers::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
     let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
         .map_err(|e| Error::setup("creating an eventfd", e))?;
     let wake = Arc::new(wake);
@@ -244,6 +246,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         followup_tx,
         followup_rx,
         retries: Retries::default(),
+        expiring: Default::default(),
         mounts: std::fs::File::open("/proc/self/mountinfo")
             .map_err(|e| log::warn!("cannot watch the mount table (/proc/self/mountinfo): {e}; a filesystem mounted over a host directory goes unnoticed"))
             .ok(),
@@ -258,7 +261,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         hosts,
         watch,
         signals,
-        pool,
+        workers,
         reply: Reply::waking(outcomes_tx, Arc::clone(&wake)),
         outcomes: outcomes_rx,
         wake,
@@ -287,7 +290,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     }
     daemon.write_status("stopping");
     let Daemon {
-        pool,
+        workers,
         counters,
         status_file,
         reply,
@@ -297,7 +300,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
     // Shutdown: the sender is dropped, the workers finish every queued job, then exit;
     // their outcomes are reported here.
     drop(reply);
-    if pool.shutdown() > 0 {
+    if workers.shutdown() > 0 {
         log::error!("a linker thread panicked");
     }
     for o in outcomes.try_iter() {
@@ -362,6 +365,9 @@ impl Daemon {
             if let Some(d) = self.retries.next_deadline() {
                 deadline = deadline.min(d);
             }
+            if let Some(d) = self.expiring.next_deadline() {
+                deadline = deadline.min(d);
+            }
             if self.reconcile.is_some() {
                 deadline = deadline.min(Instant::now() + RECONCILE_TICK);
             }
@@ -400,7 +406,7 @@ impl Daemon {
                     Control::Shutdown(sig) => {
                         log::info!(
                             "{sig}: finishing {} queued fan-outs, then exiting",
-                            self.pool.backlog()
+                            self.workers.backlog()
                         );
                         return Ok(());
                     }
@@ -410,6 +416,9 @@ impl Daemon {
             self.take_followups();
             self.finish_settled();
             self.retry_due();
+            for name in self.expiring.due(Instant::now()) {
+                self.look_at_pool_name(&name);
+            }
             self.check_reconcile();
             crate::logging::flush_burst();
             if self
@@ -491,7 +500,11 @@ impl Daemon {
                     self.host_dir_changed(i);
                 }
             }
-            Action::Gone { host, name } => self.settle.forget(self.hosts.get(host).id, name),
+            Action::Gone { host, name } => {
+                self.settle.forget(self.hosts.get(host).id, name);
+                // Perhaps the last host name of a file: the pool's goes too.
+                self.look_at_pool_name(name);
+            }
             Action::Complete { host, name } => {
                 self.settle.forget(self.hosts.get(host).id, name);
                 self.submit(host, name.into(), Trigger::Renamed);
@@ -503,7 +516,13 @@ impl Daemon {
                 let id = self.hosts.get(host).id;
                 match self.hosts.file_state(host, name) {
                     Some(state) => self.settle.touch(id, name, now, Some(state)),
-                    None => self.settle.forget(id, name),
+                    None => {
+                        self.settle.forget(id, name);
+                        // Perhaps Portage asking for the pool's file (see pool.rs).
+                        if self.hosts.pool().is_some() && self.hosts.is_symlink(host, name) {
+                            self.submit(host, name.into(), Trigger::Symlink);
+                        }
+                    }
                 }
             }
         }
@@ -515,7 +534,7 @@ impl Daemon {
             self.hosts.get(src).name,
             Name(&name)
         );
-        self.pool.submit(Job {
+        self.workers.submit(Job {
             candidate: Candidate {
                 hosts: Arc::clone(&self.hosts),
                 src,
@@ -544,6 +563,46 @@ impl Daemon {
                     .find(o.src)
                     .and_then(|i| self.hosts.file_state(i, &o.name));
                 self.settle.touch(o.src, &o.name, now, state);
+            }
+        }
+    }
+
+    /// The pool's `name`: removed if no host holds its inode any more and `keep` is over,
+    /// or looked at again when it will be (see `pool_ops.rs`).
+    fn look_at_pool_name(&mut self, name: &[u8]) {
+        use crate::pool_ops::{Expired, expire};
+        if self.hosts.pool().is_none() {
+            return;
+        }
+        let (now, now_instant) = (std::time::SystemTime::now(), Instant::now());
+        match expire(&self.hosts, name, now) {
+            Expired::Removed(size) => {
+                self.counters.pool_removed.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .pool_removed_bytes
+                    .fetch_add(size, Ordering::Relaxed);
+                log::info!(
+                    target: crate::logging::FANOUT,
+                    "{}/{}: removed, no host holds it ({size} bytes)",
+                    crate::pool::NAME,
+                    Name(name)
+                );
+            }
+            Expired::At(t) => self
+                .expiring
+                .schedule(name, crate::pool::instant_of(t, now, now_instant)),
+            Expired::Busy => self
+                .expiring
+                .schedule(name, now_instant + Duration::from_secs(1)),
+            Expired::Held => {}
+            Expired::Failed(e) => {
+                log::error!(
+                    "{}/{}: cannot remove it: {e}; tried again in a minute",
+                    crate::pool::NAME,
+                    Name(name)
+                );
+                self.expiring
+                    .schedule(name, now_instant + Duration::from_secs(60));
             }
         }
     }
@@ -825,7 +884,7 @@ impl Daemon {
             merge: self.config.merge.then_some(self.config.settle),
         };
         let (jobs, flag, counters, defer) = (
-            self.pool.sender(),
+            self.workers.sender(),
             Arc::clone(&cancel),
             Arc::clone(&self.counters),
             self.followup_tx.clone(),
@@ -878,6 +937,16 @@ impl Daemon {
                         p.last_summary = summary.to_string();
                         p.pool_files = summary.pool_files;
                         p.pool_bytes = summary.pool_bytes;
+                        let c = &self.counters;
+                        c.pool_removed
+                            .fetch_add(summary.pool_removed, Ordering::Relaxed);
+                        c.pool_removed_bytes
+                            .fetch_add(summary.pool_removed_bytes, Ordering::Relaxed);
+                        let (now, now_instant) = (std::time::SystemTime::now(), Instant::now());
+                        for (name, at) in &summary.pool_expiring {
+                            self.expiring
+                                .schedule(name, crate::pool::instant_of(*at, now, now_instant));
+                        }
                         self.write_status("running");
                     }
                     Err(_) => log::error!("the reconcile thread panicked"),
@@ -926,6 +995,24 @@ impl Daemon {
             pool_bytes: self.progress.pool_bytes,
             last_reconcile: self.progress.last_reconcile,
             last_reconcile_summary: self.progress.last_summary.clone(),
+            pool_dir: self
+                .config
+                .pool
+                .as_ref()
+                .map(|p| {
+                    format!(
+                        "{} (clients mount it at {}; keep {})",
+                        p.dir.display(),
+                        p.client_path.display(),
+                        crate::display::duration(p.keep)
+                    )
+                })
+                .unwrap_or_default(),
+            pool_taken: c.pool_taken.load(Ordering::Relaxed),
+            pool_taken_bytes: c.pool_taken_bytes.load(Ordering::Relaxed),
+            pool_removed: c.pool_removed.load(Ordering::Relaxed),
+            pool_removed_bytes: c.pool_removed_bytes.load(Ordering::Relaxed),
+            pool_kept: self.expiring.len() as u64,
         };
         let first = self.progress.last_written.is_none();
         self.progress.last_written = Some(Instant::now());

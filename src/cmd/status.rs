@@ -88,6 +88,18 @@ pub fn report(config_path: &Path) -> Result<(String, bool), Error> {
         s.pool_files,
         bytes(s.pool_bytes)
     );
+    if !s.pool_dir.is_empty() {
+        let _ = writeln!(
+            out,
+            "read-only pool: {}: {} symlinks answered with a link ({} not downloaded), {} names no host held removed ({}), {} kept until keep is over",
+            s.pool_dir,
+            s.pool_taken,
+            bytes(s.pool_taken_bytes),
+            s.pool_removed,
+            bytes(s.pool_removed_bytes),
+            s.pool_kept
+        );
+    }
     let _ = writeln!(
         out,
         "since start: {} files fanned out, {} links made, {} conflicts, {} errors, {} skipped, {} queue overflows",

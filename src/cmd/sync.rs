@@ -14,9 +14,9 @@ use crate::display::Name;
 use crate::error::Error;
 use crate::hosts::{HostMask, HostSet};
 use crate::link::{Candidate, Trigger};
-use crate::pool::{Job, Pool, Reply};
 use crate::reconcile::Request;
 use crate::report::{Style, report};
+use crate::workers::{Job, Reply, Workers};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -40,8 +40,8 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     )?;
     let hosts = Arc::new(HostSet::open(&config, &Arc::new(numbers))?);
     hosts.check_records()?;
-    let pool =
-        Pool::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
+    let workers =
+        Workers::start(config.workers).map_err(|e| Error::setup("starting linker threads", e))?;
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut last = Instant::now();
@@ -57,7 +57,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let mut checked = 0u64;
     let mut summary = crate::reconcile::run(
         &request,
-        &pool.sender(),
+        &workers.sender(),
         &AtomicBool::new(false),
         &mut |o| {
             report(o, Style::Print);
@@ -77,7 +77,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
     let (tx, rx) = crossbeam_channel::unbounded();
     for (host, name) in &settled {
         if let Some(src) = hosts.find(*host) {
-            pool.submit(Job {
+            workers.submit(Job {
                 candidate: Candidate {
                     hosts: Arc::clone(&hosts),
                     src,
@@ -97,7 +97,7 @@ pub fn sync(config_path: &Path, dry_run: bool) -> Result<String, Error> {
         report(&o, Style::Print);
         summary.add_links(&o);
     }
-    pool.shutdown();
+    workers.shutdown();
     if terminal {
         let _ = writeln!(std::io::stderr());
     }
