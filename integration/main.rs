@@ -10,6 +10,7 @@ mod init_systems;
 mod merging;
 mod nfs;
 mod packaging;
+mod pool;
 mod promises;
 mod service;
 mod util;

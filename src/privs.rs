@@ -101,16 +101,20 @@ pub fn refuse_unwritable_dirs(
     let Some(user) = &config.user else {
         return Ok(());
     };
-    let problems: Vec<crate::config::Problem> = hosts
-        .iter()
+    let problems: Vec<crate::config::Problem> = (0..hosts.members())
+        .map(|i| hosts.member(i))
         .filter_map(|h| {
             let st = nix::sys::stat::fstat(&h.dir).ok()?;
             (!user.may_write(st.st_uid, st.st_gid, st.st_mode)).then(|| {
                 crate::config::Problem::new(
                     None,
                     format!(
-                        "host {}: user {} cannot create links in {} (owner {}:{}, mode {:04o}): make the directory writable by that user, or remove user:",
-                        h.name,
+                        "{}: user {} cannot create links in {} (owner {}:{}, mode {:04o}): make the directory writable by that user, or remove user:",
+                        if h.id == crate::hosts::POOL_ID {
+                            crate::pool::NAME.to_owned()
+                        } else {
+                            format!("host {}", h.name)
+                        },
                         user.name,
                         h.path.display(),
                         st.st_uid,

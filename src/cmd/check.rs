@@ -73,6 +73,25 @@ pub fn check(config_path: &Path) -> Result<String, Error> {
     for h in hosts.iter() {
         out.push_str(&format!("\n  {}: {}", h.name, h.path.display()));
     }
+    if let Some(pool) = hosts.pool() {
+        let p = &pool.dir;
+        out.push_str(&format!(
+            "\n  {}: {} (clients mount it read-only at {} and list that in PORTAGE_RO_DISTDIRS; keep {})",
+            crate::pool::NAME,
+            p.path.display(),
+            String::from_utf8_lossy(&pool.client_path),
+            crate::display::duration(pool.keep)
+        ));
+        if let Ok(st) = nix::sys::stat::fstat(&p.dir)
+            && st.st_mode & 0o022 != 0
+        {
+            out.push_str(&format!(
+                "\n  warning: pool: {} is writable by group or others (mode {:04o}): whoever can write it can put files there that every client may take",
+                p.path.display(),
+                st.st_mode & 0o7777
+            ));
+        }
+    }
     for h in &missing {
         let parent = h.path.parent().filter(|p| p.is_dir());
         out.push_str(&format!(

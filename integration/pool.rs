@@ -1,0 +1,330 @@
+//! The read-only pool (see `pool.rs`): every fan-out includes it, a symlink Portage makes
+//! into it becomes a link of the pool's file, a name no host holds leaves it after
+//! `keep`, and every other symlink is left alone.
+
+use crate::under_both_marks;
+use crate::util::*;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Where clients mount the pool in these tests (only the text matters here).
+const CLIENT: &str = "/var/cache/distfiles-pool";
+
+fn ino(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().ino()
+}
+
+fn is_symlink(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// A daemon on `n` host directories and a pool `fs/pool` kept `keep`.
+pub struct PoolSetup {
+    daemon: Option<Daemon>,
+    pub hosts: Vec<PathBuf>,
+    pub pool: PathBuf,
+    pub config: PathBuf,
+    pub scratch: Scratch,
+}
+
+pub fn pool_setup(scratch: Scratch, n: usize, keep: &str, client: &str) -> PoolSetup {
+    let hosts = scratch.hosts(n);
+    let pool = scratch.fs().join("pool");
+    fs::create_dir_all(&pool).unwrap();
+    let config = scratch.config_for(
+        &hosts,
+        &format!(
+            "settle: 300ms\npool:\n  dir: {}\n  client_path: {client}\n  keep: {keep}\n",
+            pool.display()
+        ),
+    );
+    let daemon = Daemon::start(&scratch, &config);
+    PoolSetup {
+        daemon: Some(daemon),
+        hosts,
+        pool,
+        config,
+        scratch,
+    }
+}
+
+impl PoolSetup {
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    /// Stops the daemon, runs `while_down`, starts it again.
+    pub fn restart_after(&mut self, while_down: impl FnOnce()) {
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+        }
+        while_down();
+        self.daemon = Some(Daemon::start(&self.scratch, &self.config));
+    }
+}
+
+/// Portage's answer when the pool holds the file: `DIR/NAME -> CLIENT/NAME`.
+fn ask_pool(dir: &Path, name: &str) {
+    std::os::unix::fs::symlink(format!("{CLIENT}/{name}"), dir.join(name)).unwrap();
+}
+
+/// Waits until `path` is a regular file with inode `ino`.
+fn becomes(path: &Path, ino: u64) -> bool {
+    wait_until(DEADLINE, || {
+        fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.ino() == ino)
+    })
+}
+
+under_both_marks! {
+    fn the_pool_gets_every_download_and_answers_a_request(mark) {
+        if !require_root() {
+            return;
+        }
+        let mut s = pool_setup(Scratch::tmpfs("pool-request").marking(mark), 3, "0s", CLIENT);
+        let h = s.hosts.clone();
+        portage_download(&h[0], "foo-1.0.tar.gz", b"a release tarball");
+        let mut all = h.clone();
+        all.push(s.pool.clone());
+        assert!(wait_linked(&all, 0, "foo-1.0.tar.gz"), "{}", tree(&s.scratch.fs()));
+        let shared = ino(&s.pool.join("foo-1.0.tar.gz"));
+        // The pool is never in the record: only the hosts are.
+        assert_eq!(recorded_hosts(&h[0].join("foo-1.0.tar.gz")), [0, 1, 2]);
+
+        // host2 cleans it; later its Portage finds it in the pool and makes the symlink.
+        fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
+        ask_pool(&h[2], "foo-1.0.tar.gz");
+        assert!(
+            becomes(&h[2].join("foo-1.0.tar.gz"), shared),
+            "{}\n{}",
+            tree(&s.scratch.fs()),
+            s.daemon().log()
+        );
+        assert!(s.daemon().wait_log("host2/foo-1.0.tar.gz: taken from the pool"));
+        assert_eq!(recorded_hosts(&h[0].join("foo-1.0.tar.gz")), [0, 1, 2]);
+        // The status file is rewritten every few seconds.
+        assert!(
+            wait_until(DEADLINE, || status(&s.config).1.contains("1 symlinks answered with a link")),
+            "{}",
+            status(&s.config).1
+        );
+
+        // Deleted again, it stays deleted across a restart (the pool holds it).
+        fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
+        s.restart_after(|| {});
+        assert!(s.daemon().wait_log("reconcile (start-up) done"));
+        assert!(!h[2].join("foo-1.0.tar.gz").exists(), "{}", tree(&s.scratch.fs()));
+        assert_eq!(ino(&s.pool.join("foo-1.0.tar.gz")), shared);
+    }
+}
+
+#[test]
+fn a_file_no_host_holds_leaves_the_pool_at_once_with_keep_zero() {
+    if !require_root() {
+        return;
+    }
+    let mut s = pool_setup(Scratch::tmpfs("pool-expire"), 3, "0s", CLIENT);
+    let h = s.hosts.clone();
+    portage_download(&h[1], "gone.tar.gz", b"cleaned everywhere");
+    portage_download(&h[1], "kept.tar.gz", b"still held by host0");
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    assert!(wait_linked(&all, 1, "gone.tar.gz"));
+    assert!(wait_linked(&all, 1, "kept.tar.gz"));
+    // eclean-dist in every host; kept.tar.gz stays in host0.
+    for d in &h {
+        fs::remove_file(d.join("gone.tar.gz")).unwrap();
+    }
+    for d in &h[1..] {
+        fs::remove_file(d.join("kept.tar.gz")).unwrap();
+    }
+    assert!(
+        wait_until(DEADLINE, || !s.pool.join("gone.tar.gz").exists()),
+        "{}",
+        s.daemon().log()
+    );
+    assert!(
+        s.daemon()
+            .wait_log("pool/gone.tar.gz: removed, no host holds it")
+    );
+    assert!(s.pool.join("kept.tar.gz").exists());
+
+    // Deleted everywhere while distlink is down: the start-up reconcile removes it.
+    s.restart_after(|| fs::remove_file(h[0].join("kept.tar.gz")).unwrap());
+    assert!(s.daemon().wait_log("reconcile (start-up) done"));
+    assert!(!s.pool.join("kept.tar.gz").exists(), "{}", s.daemon().log());
+    assert!(
+        s.daemon()
+            .log()
+            .contains("1 names no host holds removed from the pool")
+    );
+}
+
+#[test]
+fn symlinks_that_are_not_requests_are_left_alone_and_never_followed() {
+    if !require_root() {
+        return;
+    }
+    let s = pool_setup(Scratch::tmpfs("pool-hostile"), 2, "1h", CLIENT);
+    let (h0, h1) = (&s.hosts[0], &s.hosts[1]);
+    let names = [
+        "foo",
+        "a.tar.gz",
+        "b.tar.gz",
+        "c.tar.gz",
+        "d.tar.gz",
+        "e.tar.gz",
+        "layout.conf",
+    ];
+    for n in names {
+        portage_download(h0, n, n.as_bytes());
+    }
+    for n in &names[..6] {
+        assert!(wait_linked(&[h0.clone(), s.pool.clone()], 0, n));
+    }
+    // A client's layout.conf would change where every client's Portage looks.
+    assert!(wait_linked(&s.hosts, 0, "layout.conf"));
+    assert!(
+        !s.pool.join("layout.conf").exists(),
+        "layout.conf reached the pool"
+    );
+    // What an admin (root) may have in the pool besides distfiles.
+    nix::unistd::mkfifo(
+        &s.pool.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    fs::create_dir(s.pool.join("subdir")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", s.pool.join("plink")).unwrap();
+    fs::write(s.pool.join("layout.conf"), b"[structure]\n0=flat\n").unwrap();
+    for n in names {
+        fs::remove_file(h1.join(n)).unwrap();
+    }
+    let hostile: Vec<(&str, String)> = vec![
+        ("foo", "../pool/foo".into()),
+        ("a.tar.gz", format!("{CLIENT}//a.tar.gz")),
+        ("b.tar.gz", format!("{CLIENT}/../pool/b.tar.gz")),
+        ("c.tar.gz", "/var/cache/other/c.tar.gz".into()),
+        ("other-name.tar.gz", format!("{CLIENT}/d.tar.gz")),
+        ("fifo", format!("{CLIENT}/fifo")),
+        ("subdir", format!("{CLIENT}/subdir")),
+        ("plink", format!("{CLIENT}/plink")),
+        ("layout.conf", format!("{CLIENT}/layout.conf")),
+        ("missing.tar.gz", format!("{CLIENT}/missing.tar.gz")),
+        ("d.tar.gz", format!("{CLIENT}/d.tar.gz/")),
+    ];
+    for (name, target) in &hostile {
+        std::os::unix::fs::symlink(target, h1.join(name)).unwrap();
+    }
+    // Each is looked at and reported.
+    for (name, _) in &hostile {
+        let left = [
+            format!("host1/{name}: not linked: a symlink"),
+            format!("host1/{name}: a symlink into the pool, but the pool holds no regular file"),
+        ];
+        assert!(
+            wait_until(DEADLINE, || {
+                let log = s.daemon().log();
+                left.iter().any(|l| log.contains(l.as_str()))
+            }),
+            "{name} not reported:\n{}",
+            s.daemon().log()
+        );
+    }
+    for (name, target) in &hostile {
+        let p = h1.join(name);
+        assert!(is_symlink(&p), "{name} replaced");
+        assert_eq!(
+            fs::read_link(&p).unwrap().to_str(),
+            Some(target.as_str()),
+            "{name}"
+        );
+    }
+    assert!(
+        fs::symlink_metadata(s.pool.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(
+        fs::read_link(s.pool.join("plink")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    // A real request is still answered after all of them.
+    ask_pool(h1, "e.tar.gz");
+    assert!(becomes(&h1.join("e.tar.gz"), ino(&s.pool.join("e.tar.gz"))));
+}
+
+#[test]
+fn a_kept_file_waits_for_keep_and_is_never_brought_back() {
+    if !require_root() {
+        return;
+    }
+    let mut s = pool_setup(Scratch::tmpfs("pool-keep"), 2, "2s", CLIENT);
+    let h = s.hosts.clone();
+    portage_download(&h[0], "kept.tar.gz", b"kept for two seconds");
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    assert!(wait_linked(&all, 0, "kept.tar.gz"));
+    // Every host cleans it; the pool keeps it, and a restart brings it back to no host.
+    s.restart_after(|| {
+        for d in &h {
+            fs::remove_file(d.join("kept.tar.gz")).unwrap();
+        }
+    });
+    let cleaned = fs::metadata(s.pool.join("kept.tar.gz")).unwrap().ctime();
+    assert!(s.daemon().wait_log("reconcile (start-up) done"));
+    assert!(s.pool.join("kept.tar.gz").exists(), "removed before keep");
+    assert!(
+        h.iter().all(|d| !d.join("kept.tar.gz").exists()),
+        "{}",
+        tree(&s.scratch.fs())
+    );
+    assert!(
+        wait_until(DEADLINE, || !s.pool.join("kept.tar.gz").exists()),
+        "{}",
+        s.daemon().log()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        now >= cleaned + 2,
+        "removed {}s after the last host dropped it",
+        now - cleaned
+    );
+}
+
+#[test]
+fn a_pool_copy_no_host_holds_yields_to_a_new_download() {
+    if !require_root() {
+        return;
+    }
+    let s = pool_setup(Scratch::tmpfs("pool-stale"), 2, "1h", CLIENT);
+    let h = &s.hosts;
+    portage_download(&h[0], "snapshot.tar.xz", b"first upload");
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    assert!(wait_linked(&all, 0, "snapshot.tar.xz"));
+    for d in h {
+        fs::remove_file(d.join("snapshot.tar.xz")).unwrap();
+    }
+    // Upstream re-rolled it: host1 downloads other bytes under the same name.
+    portage_download(&h[1], "snapshot.tar.xz", b"second upload, other bytes");
+    let new = ino(&h[1].join("snapshot.tar.xz"));
+    assert!(
+        becomes(&s.pool.join("snapshot.tar.xz"), new),
+        "{}",
+        s.daemon().log()
+    );
+    assert!(
+        s.daemon()
+            .wait_log("pool/snapshot.tar.xz: its copy, which no host held, is replaced")
+    );
+    assert_eq!(
+        fs::read(s.pool.join("snapshot.tar.xz")).unwrap(),
+        b"second upload, other bytes"
+    );
+    assert!(becomes(&h[0].join("snapshot.tar.xz"), new));
+}
