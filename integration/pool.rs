@@ -328,3 +328,184 @@ fn a_pool_copy_no_host_holds_yields_to_a_new_download() {
     );
     assert!(becomes(&h[0].join("snapshot.tar.xz"), new));
 }
+
+/// Portage's own fetch code (`integration/portage/`), in a venv made once per test run.
+struct Portage {
+    python: PathBuf,
+    script: PathBuf,
+}
+
+impl Portage {
+    fn get() -> Portage {
+        static READY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("portage-venv");
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/portage");
+        let mut ready = READY.lock().unwrap_or_else(|p| p.into_inner());
+        if !*ready {
+            let st = std::process::Command::new("bash")
+                .arg(here.join("setup.sh"))
+                .arg(&venv)
+                .status()
+                .unwrap();
+            assert!(st.success(), "integration/portage/setup.sh failed");
+            *ready = true;
+        }
+        Portage {
+            python: venv.join("bin/python"),
+            script: here.join("fetch.py"),
+        }
+    }
+
+    /// Runs Portage's fetch() for `name` (digests of `source`) into `distdir`, with the
+    /// read-only pool at `ro`. Returns whether it succeeded.
+    fn fetch(&self, distdir: &Path, ro: &Path, mirror: &str, name: &str, source: &Path) -> bool {
+        let out = std::process::Command::new(&self.python)
+            .arg(&self.script)
+            .arg("--distdir")
+            .arg(distdir)
+            .arg("--ro-distdir")
+            .arg(ro)
+            .args(["--mirror", mirror, "--file"])
+            .arg(format!("{name}={}", source.display()))
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
+    }
+}
+
+/// A local HTTP mirror serving `dir`, logging every request.
+struct Mirror {
+    _child: Reaped,
+    url: String,
+    log: PathBuf,
+}
+
+impl Mirror {
+    fn start(dir: &Path, log: &Path) -> Mirror {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/portage/mirror.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir)
+            .arg(log)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Mirror {
+            _child: Reaped(child),
+            url: format!("http://127.0.0.1:{}", line.trim()),
+            log: log.to_owned(),
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[test]
+fn portage_takes_from_the_pool_what_another_host_holds_and_downloads_the_rest() {
+    if !require_root() || !require_tool("python3") {
+        return;
+    }
+    let portage = Portage::get();
+    let mut scratch = Scratch::tmpfs("pool-portage");
+    // Clients see the pool read-only at their own path (here a read-only bind mount).
+    let pool = scratch.fs().join("pool");
+    fs::create_dir_all(&pool).unwrap();
+    let client = scratch.bind(&pool, "client-pool");
+    let ro = std::process::Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&client)
+        .status()
+        .unwrap();
+    assert!(ro.success());
+    let served = scratch.fs().join("../mirror");
+    fs::create_dir_all(&served).unwrap();
+    let foo = served.join("foo-1.0.tar.gz");
+    let bar = served.join("bar-2.0.tar.gz");
+    fs::write(
+        &foo,
+        (0..200_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    fs::write(
+        &bar,
+        (0..50_000u32)
+            .map(|i| (i * 13 % 241) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let mirror = Mirror::start(&served, &scratch.fs().join("../requests.log"));
+
+    let hosts = scratch.hosts(3);
+    let config = scratch.config_for(
+        &hosts,
+        &format!(
+            "pool:\n  dir: {}\n  client_path: {}\n  keep: 0s\n",
+            pool.display(),
+            client.display()
+        ),
+    );
+    let daemon = Daemon::start(&scratch, &config);
+    let mut all = hosts.clone();
+    all.push(pool.clone());
+
+    // host1 downloads it from the mirror: every host and the pool get it.
+    assert!(portage.fetch(&hosts[1], &client, &mirror.url, "foo-1.0.tar.gz", &foo));
+    assert_eq!(mirror.requests(), ["GET /foo-1.0.tar.gz"]);
+    assert!(wait_linked(&all, 1, "foo-1.0.tar.gz"), "{}", daemon.log());
+
+    // host2 cleaned it, and needs it again: Portage finds it in the pool, downloads
+    // nothing, and host2 ends with the pool's inode as a regular file.
+    fs::remove_file(hosts[2].join("foo-1.0.tar.gz")).unwrap();
+    assert!(portage.fetch(&hosts[2], &client, &mirror.url, "foo-1.0.tar.gz", &foo));
+    assert_eq!(
+        mirror.requests(),
+        ["GET /foo-1.0.tar.gz"],
+        "downloaded again"
+    );
+    assert!(
+        becomes(
+            &hosts[2].join("foo-1.0.tar.gz"),
+            ino(&pool.join("foo-1.0.tar.gz"))
+        ),
+        "{}\n{}",
+        tree(&scratch.fs()),
+        daemon.log()
+    );
+    assert_eq!(
+        fs::read(hosts[2].join("foo-1.0.tar.gz")).unwrap(),
+        fs::read(&foo).unwrap()
+    );
+
+    // A file no host holds is downloaded and fanned out, the pool included.
+    assert!(portage.fetch(&hosts[2], &client, &mirror.url, "bar-2.0.tar.gz", &bar));
+    assert_eq!(mirror.requests().len(), 2);
+    assert!(wait_linked(&all, 2, "bar-2.0.tar.gz"), "{}", daemon.log());
+
+    // eclean-dist in every host: the pool's name goes too (keep: 0s).
+    for h in &hosts {
+        fs::remove_file(h.join("bar-2.0.tar.gz")).unwrap();
+    }
+    assert!(
+        wait_until(DEADLINE, || !pool.join("bar-2.0.tar.gz").exists()),
+        "{}",
+        daemon.log()
+    );
+    assert!(pool.join("foo-1.0.tar.gz").exists());
+    drop(daemon);
+}
