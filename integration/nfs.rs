@@ -535,3 +535,103 @@ fn nfs_v3_server_closes_mid_write_and_nothing_is_linked_early() {
     );
     w.same_content(&src, "reaped.tar.gz");
 }
+
+/// Runs nfs-put with `args`: exit status, stdout, stderr.
+fn nfs_put_output(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(nfs_put())
+        .args(args)
+        .output()
+        .expect("nfs-put");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The read-only pool over NFS: a client's symlink into it (what Portage makes from
+/// `PORTAGE_RO_DISTDIRS`) becomes the pool's file in the client's directory, and the
+/// pool's export cannot be written by a client.
+#[test]
+fn nfs_symlink_into_the_pool_becomes_a_link_and_the_pool_export_is_read_only() {
+    if !require_root() {
+        return;
+    }
+    const CLIENT: &str = "/var/cache/distfiles-pool";
+    let scratch = Scratch::tmpfs("nfs-pool");
+    let hosts = scratch.hosts(3);
+    let pool = scratch.fs().join("pool");
+    fs::create_dir_all(&pool).unwrap();
+    let config = scratch.config_for(
+        &hosts,
+        &format!(
+            "settle: {}ms\npool:\n  dir: {}\n  client_path: {CLIENT}\n",
+            SETTLE.as_millis(),
+            pool.display()
+        ),
+    );
+    let nfs = Nfs::start_with(&scratch, &[("NFSH_RO_EXPORT", pool.to_str().unwrap())]);
+    let daemon = Daemon::start(&scratch, &config);
+    let pool_url = |name: &str, v: V| nfs.url(name, v).replacen("/export/", "/pool/", 1);
+    for (i, v) in [V::V3, V::V4].into_iter().enumerate() {
+        let name = format!("foo-{i}.tar.gz");
+        let content = format!("release {i}").repeat(1000);
+        portage_download(&hosts[0], &name, content.as_bytes());
+        let mut all = hosts.clone();
+        all.push(pool.clone());
+        assert!(wait_linked(&all, 0, &name), "{}", daemon.log());
+        let shared = fs::metadata(pool.join(&name)).unwrap().ino();
+
+        // host2's Portage: the file is gone from its DISTDIR, the pool holds it.
+        nfs.put(&["--rm", &nfs.url(&format!("host2/{name}"), v)]);
+        let target = format!("{CLIENT}/{name}");
+        nfs.put(&["--symlink", &nfs.url(&format!("host2/{name}"), v), &target]);
+        let local = hosts[2].join(&name);
+        assert!(
+            wait_until(DEADLINE, || fs::symlink_metadata(&local)
+                .is_ok_and(|m| m.file_type().is_file() && m.ino() == shared)),
+            "{v:?}: not replaced:\n{}",
+            daemon.log()
+        );
+        let (code, stat, _) = nfs_put_output(&["--stat", &nfs.url(&format!("host2/{name}"), v)]);
+        assert_eq!(code, 0);
+        assert!(stat.contains("type=file"), "{v:?}: the client sees {stat}");
+        assert!(stat.contains(&format!("ino={shared} ")), "{v:?}: {stat}");
+
+        // Clients read the pool through its export, and cannot change it.
+        let (code, read, _) = nfs_put_output(&["-q", "--cat", &pool_url(&name, v)]);
+        assert_eq!((code, read.as_str()), (0, content.as_str()), "{v:?}");
+        let source = scratch.root.join("planted");
+        fs::write(&source, b"planted by a client").unwrap();
+        for args in [
+            vec![
+                source.to_str().unwrap().to_owned(),
+                pool_url("planted.tar.gz", v),
+            ],
+            vec!["--rm".into(), pool_url(&name, v)],
+            vec![
+                "--symlink".into(),
+                pool_url("evil.tar.gz", v),
+                "/etc/shadow".into(),
+            ],
+            vec!["--mv".into(), pool_url(&name, v), "renamed.tar.gz".into()],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, _, err) = nfs_put_output(&args);
+            assert_eq!(code, 1, "{v:?}: {args:?} succeeded on the read-only pool");
+            assert!(
+                err.contains("Read-only file system"),
+                "{v:?}: {args:?}: {err}"
+            );
+        }
+        let mut in_pool: Vec<String> = fs::read_dir(&pool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        in_pool.sort();
+        let want: Vec<String> = (0..=i).map(|j| format!("foo-{j}.tar.gz")).collect();
+        assert_eq!(in_pool, want, "{v:?}");
+    }
+    drop(daemon);
+    drop(nfs);
+}
