@@ -310,6 +310,20 @@ fn a_pool_copy_no_host_holds_yields_to_a_new_download() {
     for d in h {
         fs::remove_file(d.join("snapshot.tar.xz")).unwrap();
     }
+    // `distlink space` shows what the pool keeps (its copy, which no host holds).
+    let out = std::process::Command::new(BIN)
+        .args(["space", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "read-only pool {}: 1 names, 12 B; no host holds 1 of them (12 B), kept up to 1h",
+            s.pool.display()
+        )),
+        "{text}"
+    );
     // Upstream re-rolled it: host1 downloads other bytes under the same name.
     portage_download(&h[1], "snapshot.tar.xz", b"second upload, other bytes");
     let new = ino(&h[1].join("snapshot.tar.xz"));

@@ -10,6 +10,9 @@
 //!   what its `eclean-dist` would free.
 //! - **split names**: a name held as two or more inodes across hosts; they waste the
 //!   bytes of every inode but the largest.
+//! - **read-only pool** (see `pool.rs`), when configured: its names and bytes, and those
+//!   no host holds (link count 1), kept until `keep` is over. Its names do not count
+//!   against a host's "alone": with `keep: 0s` a host's `eclean-dist` still frees them.
 
 use std::collections::HashMap;
 
@@ -50,6 +53,18 @@ pub struct Report {
     /// Every split name with its copies, by name (whether their bytes differ is for
     /// the caller to find out: [`Split::sizes_differ`], or a comparison).
     pub splits: Vec<Split>,
+    /// The read-only pool directory, if one was tallied.
+    pub pool_dir: Option<PoolSpace>,
+}
+
+/// The read-only pool directory's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSpace {
+    pub files: u64,
+    pub bytes: u64,
+    /// Names no host holds (their inode has no other name), waiting for `keep`.
+    pub kept_files: u64,
+    pub kept_bytes: u64,
 }
 
 /// One inode under a split name, and a host holding it under that name.
@@ -90,6 +105,7 @@ pub struct Tally {
     referenced: Vec<Vec<u64>>,
     /// Per name: the distinct inodes under it, each with a host holding it there.
     by_name: HashMap<Box<[u8]>, Vec<(u64, usize)>>,
+    pool: Option<PoolSpace>,
 }
 
 impl Tally {
@@ -136,10 +152,28 @@ impl Tally {
         }
     }
 
+    /// A regular file in the read-only pool, after every host was added: inode, size,
+    /// link count.
+    pub fn add_pool(&mut self, ino: u64, size: u64, nlink: u64) {
+        let pool = self.pool.get_or_insert_with(PoolSpace::default);
+        pool.files += 1;
+        pool.bytes += size;
+        match self.inodes.get_mut(&ino) {
+            // Its name is not a host's: it does not stop a host holding it alone.
+            Some(i) => i.names_seen += 1,
+            None if nlink <= 1 => {
+                pool.kept_files += 1;
+                pool.kept_bytes += size;
+            }
+            None => {}
+        }
+    }
+
     pub fn finish(mut self) -> Report {
         let mut r = Report {
             pool_files: self.inodes.len() as u64,
             pool_bytes: self.inodes.values().map(|i| i.size).sum(),
+            pool_dir: self.pool.take(),
             ..Report::default()
         };
         for (h, name) in self.hosts.iter().enumerate() {
@@ -251,6 +285,34 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_names_do_not_stop_a_host_holding_alone_and_kept_ones_are_counted() {
+        let mut t = Tally::new(vec!["a".into(), "b".into()]);
+        // Inode 1 in a and the pool (nlink 2): a holds it alone. Inode 2 in a and b and
+        // the pool. Inode 3 only in the pool: kept. Inode 4 only in the pool, with a
+        // link elsewhere: not kept.
+        t.add(0, b"one", 1, 100, 2);
+        t.add(0, b"two", 2, 10, 3);
+        t.add(1, b"two", 2, 10, 3);
+        t.add_pool(1, 100, 2);
+        t.add_pool(2, 10, 3);
+        t.add_pool(3, 7, 1);
+        t.add_pool(4, 5, 2);
+        let r = t.finish();
+        assert_eq!((r.hosts[0].alone_files, r.hosts[0].alone_bytes), (1, 100));
+        assert_eq!(r.hosts[1].alone_files, 0);
+        assert_eq!((r.pool_files, r.pool_bytes), (2, 110));
+        assert_eq!(
+            r.pool_dir,
+            Some(PoolSpace {
+                files: 4,
+                bytes: 122,
+                kept_files: 1,
+                kept_bytes: 7
+            })
+        );
+    }
 
     #[test]
     fn a_constructed_tree_gives_exact_figures() {

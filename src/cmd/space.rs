@@ -32,7 +32,9 @@ pub fn scan(config: &Config, compare: bool) -> Result<Found, Error> {
     let hosts = HostSet::open(config, &Arc::new(numbers))?;
     let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
     let mut tally = Tally::new(names);
-    for (i, host) in hosts.iter().enumerate() {
+    // The hosts, then the pool (its names count after every host's).
+    for i in 0..hosts.members() {
+        let host = hosts.member(i);
         let dir = nix::dir::Dir::openat(
             host.dir.as_fd(),
             ".",
@@ -49,8 +51,14 @@ pub fn scan(config: &Config, compare: bool) -> Result<Found, Error> {
             let Ok(st) = fstatat(host.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
                 continue;
             };
-            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG {
-                tally.add(i, name, st.st_ino, st.st_size.max(0) as u64, st.st_nlink);
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                continue;
+            }
+            let size = st.st_size.max(0) as u64;
+            if Some(i) == hosts.pool_at() {
+                tally.add_pool(st.st_ino, size, st.st_nlink);
+            } else {
+                tally.add(i, name, st.st_ino, size, st.st_nlink);
             }
         }
     }
@@ -96,15 +104,15 @@ pub fn space(config_path: &Path, json: bool) -> Result<String, Error> {
     let config = Config::load(config_path)?;
     let found = scan(&config, true)?;
     Ok(if json {
-        render_json(&found)
+        render_json(&found, config.pool.as_ref())
     } else {
-        render_text(&found)
+        render_text(&found, config.pool.as_ref())
     })
 }
 
 const BAR: usize = 30;
 
-fn render_text(f: &Found) -> String {
+fn render_text(f: &Found, pool: Option<&crate::pool::PoolConfig>) -> String {
     let r = &f.report;
     let mut out = String::new();
     let _ = writeln!(
@@ -113,6 +121,19 @@ fn render_text(f: &Found) -> String {
         r.pool_files,
         bytes(r.pool_bytes)
     );
+    if let Some(p) = pool {
+        let s = r.pool_dir.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "read-only pool {}: {} names, {}; no host holds {} of them ({}), kept up to {} after the last host dropped them",
+            p.dir.display(),
+            s.files,
+            bytes(s.bytes),
+            s.kept_files,
+            bytes(s.kept_bytes),
+            crate::display::duration(p.keep)
+        );
+    }
     let _ = writeln!(
         out,
         "hosts, by bytes held alone (what each one's eclean-dist would free):"
@@ -179,14 +200,30 @@ fn json_str(out: &mut String, s: &[u8]) {
     out.push('"');
 }
 
-fn render_json(f: &Found) -> String {
+fn render_json(f: &Found, pool: Option<&crate::pool::PoolConfig>) -> String {
     let r = &f.report;
     let mut out = String::new();
     let _ = write!(
         out,
-        "{{\"pool\": {{\"files\": {}, \"bytes\": {}}}, \"hosts\": [",
+        "{{\"pool\": {{\"files\": {}, \"bytes\": {}}}, ",
         r.pool_files, r.pool_bytes
     );
+    if let Some(p) = pool {
+        use std::os::unix::ffi::OsStrExt;
+        let s = r.pool_dir.clone().unwrap_or_default();
+        out.push_str("\"pool_dir\": {\"dir\": ");
+        json_str(&mut out, p.dir.as_os_str().as_bytes());
+        let _ = write!(
+            out,
+            ", \"keep_seconds\": {}, \"files\": {}, \"bytes\": {}, \"kept_files\": {}, \"kept_bytes\": {}}}, ",
+            p.keep.as_secs(),
+            s.files,
+            s.bytes,
+            s.kept_files,
+            s.kept_bytes
+        );
+    }
+    out.push_str("\"hosts\": [");
     for (i, h) in r.hosts.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
