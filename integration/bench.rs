@@ -502,8 +502,15 @@ fn main() {
     if std::env::args().any(|a| a == "simulate") {
         for (hosts, days) in [(4, 30), (8, 90)] {
             for merge in [false, true] {
-                simulate(hosts, days, merge);
+                simulate(hosts, days, merge, None);
             }
+        }
+        return;
+    }
+    if std::env::args().any(|a| a == "pool") {
+        // keep: 1h outlasts the compressed months: the pool keeps everything.
+        for pool in [None, Some("0s"), Some("1h")] {
+            simulate(8, 90, true, pool);
         }
         return;
     }
@@ -634,15 +641,37 @@ fn json_number(json: &str, key: &str) -> u64 {
 /// and once a week each host removes what it no longer needs (eclean-dist). Prints how
 /// many bytes the tree stores against the distinct distfiles it holds, and how many
 /// names are split into several inodes (issue 13).
-fn simulate(n: usize, days: usize, merge: bool) {
+///
+/// With a read-only pool kept `keep` (issue 14), a host whose directory lacks a file
+/// first looks in the pool, as Portage does with `PORTAGE_RO_DISTDIRS`: if the pool holds
+/// it, the host makes the symlink instead of downloading. eclean-dist removes regular
+/// files only. Prints the bytes downloaded, those of them another host's directory held
+/// at that moment, and the bytes taken from the pool.
+fn simulate(n: usize, days: usize, merge: bool, keep: Option<&str>) {
     const CATALOGUE: usize = 400;
     const NEEDED: usize = 60;
     let mut scratch = big_tmpfs("bench-simulate");
     scratch.mark = None;
     let hosts = scratch.hosts(n);
-    let config = scratch.config_for(&hosts, &format!("settle: 10ms\nmerge: {merge}\n"));
+    let pool = scratch.fs().join("pool");
+    let pool_lines = match keep {
+        Some(keep) => {
+            fs::create_dir_all(&pool).unwrap();
+            // Here clients see the pool where it is.
+            format!(
+                "pool:\n  dir: {0}\n  client_path: {0}\n  keep: {keep}\n",
+                pool.display()
+            )
+        }
+        None => String::new(),
+    };
+    let config = scratch.config_for(
+        &hosts,
+        &format!("settle: 10ms\nmerge: {merge}\n{pool_lines}"),
+    );
     let daemon = Daemon::start(&scratch, &config);
     assert!(daemon.wait_log("reconcile (start-up) done"));
+    let (mut downloaded, mut held_elsewhere, mut taken) = (0u64, 0u64, 0u64);
     let content = |p: usize| -> Vec<u8> {
         let len = 2_000 + (p * 7919) % 30_000;
         (0..len).map(|i| ((i * 31 + p * 17) % 251) as u8).collect()
@@ -671,10 +700,22 @@ fn simulate(n: usize, days: usize, merge: bool) {
             }
             for &p in need.iter() {
                 let name = format!("pkg-{p:03}.tar.gz");
-                if !hosts[h].join(&name).exists() {
-                    util::portage_download(&hosts[h], &name, &content(p));
-                    downloads += 1;
+                if hosts[h].join(&name).exists() {
+                    continue;
                 }
+                let len = content(p).len() as u64;
+                if keep.is_some() && pool.join(&name).is_file() {
+                    let _ = fs::remove_file(hosts[h].join(&name));
+                    std::os::unix::fs::symlink(pool.join(&name), hosts[h].join(&name)).unwrap();
+                    taken += len;
+                    continue;
+                }
+                if hosts.iter().any(|o| o.join(&name).is_file()) {
+                    held_elsewhere += len;
+                }
+                util::portage_download(&hosts[h], &name, &content(p));
+                downloads += 1;
+                downloaded += len;
             }
             if day % 7 == h % 7 {
                 for e in fs::read_dir(&hosts[h]).unwrap() {
@@ -685,7 +726,9 @@ fn simulate(n: usize, days: usize, merge: bool) {
                         .and_then(|r| r.strip_suffix(".tar.gz"))
                         .and_then(|r| r.parse::<usize>().ok())
                         .is_some_and(|p| need.contains(&p));
-                    if name.starts_with("pkg-") && !keep {
+                    // eclean-dist: regular files only, never symlinks.
+                    let regular = e.file_type().is_ok_and(|t| t.is_file());
+                    if name.starts_with("pkg-") && !keep && regular {
                         fs::remove_file(e.path()).unwrap();
                     }
                 }
@@ -727,11 +770,27 @@ fn simulate(n: usize, days: usize, merge: bool) {
     }
     let unique: u64 = distinct.iter().map(|&p| content(p).len() as u64).sum();
     let stored = json_number(&json, "bytes");
+    let pool_note = match keep {
+        Some(keep) => format!(", pool keep {keep}"),
+        None => String::new(),
+    };
     println!(
-        "simulate {n} hosts, {days} days, merge {merge}: {downloads} downloads; {} names kept, {} split into several inodes; stored {stored} B for {unique} B of distinct distfiles: {:.2}x",
+        "simulate {n} hosts, {days} days, merge {merge}{pool_note}: {downloads} downloads; {} names kept, {} split into several inodes; stored {stored} B for {unique} B of distinct distfiles: {:.2}x",
         distinct.len(),
         json_number(&json, "split_names"),
         stored as f64 / unique as f64
+    );
+    let kept = if keep.is_some() {
+        format!(
+            "; the pool keeps {} B no host holds",
+            json_number(&json, "kept_bytes")
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "simulate {n} hosts, {days} days{pool_note}: downloaded {downloaded} B, of which another host's directory held {held_elsewhere} B ({:.0}%); taken from the pool {taken} B{kept}",
+        100.0 * held_elsewhere as f64 / downloaded.max(1) as f64
     );
     // What one reconcile (a restart, or `distlink sync`) does with what is left.
     drop(daemon);
