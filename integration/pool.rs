@@ -523,3 +523,95 @@ fn portage_takes_from_the_pool_what_another_host_holds_and_downloads_the_rest() 
     assert!(pool.join("foo-1.0.tar.gz").exists());
     drop(daemon);
 }
+
+#[test]
+fn a_file_the_pool_holds_under_two_names_leaves_it_when_every_host_dropped_it() {
+    if !require_root() {
+        return;
+    }
+    let s = pool_setup(Scratch::tmpfs("pool-two-names"), 2, "0s", CLIENT);
+    let h = &s.hosts;
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    // A second hardlink, and a rename: each name reaches the pool as a link of one inode.
+    portage_download(&h[0], "big.tar.gz", b"pinned by a second name");
+    assert!(wait_linked(&all, 0, "big.tar.gz"));
+    fs::hard_link(h[0].join("big.tar.gz"), h[0].join("big2.tar.gz")).unwrap();
+    assert!(wait_linked(&all, 0, "big2.tar.gz"), "{}", s.daemon().log());
+    portage_download(&h[1], "moved.tar.gz", b"renamed by a host");
+    assert!(wait_linked(&all, 1, "moved.tar.gz"));
+    fs::rename(h[1].join("moved.tar.gz"), h[1].join("renamed.tar.gz")).unwrap();
+    assert!(
+        wait_linked(&all, 1, "renamed.tar.gz"),
+        "{}",
+        s.daemon().log()
+    );
+    for d in h {
+        for n in [
+            "big.tar.gz",
+            "big2.tar.gz",
+            "moved.tar.gz",
+            "renamed.tar.gz",
+        ] {
+            let _ = fs::remove_file(d.join(n));
+        }
+    }
+    assert!(
+        wait_until(DEADLINE, || names(&s.pool).is_empty()),
+        "left in the pool: {:?}\n{}",
+        names(&s.pool),
+        s.daemon().log()
+    );
+}
+
+#[test]
+fn a_request_made_while_distlink_was_down_is_answered_at_start_up() {
+    if !require_root() {
+        return;
+    }
+    let mut s = pool_setup(Scratch::tmpfs("pool-request-down"), 3, "0s", CLIENT);
+    let h = s.hosts.clone();
+    portage_download(&h[0], "foo.tar.gz", b"asked for while down");
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    assert!(wait_linked(&all, 0, "foo.tar.gz"));
+    let shared = ino(&s.pool.join("foo.tar.gz"));
+    s.restart_after(|| {
+        fs::remove_file(h[2].join("foo.tar.gz")).unwrap();
+        ask_pool(&h[2], "foo.tar.gz");
+    });
+    assert!(
+        becomes(&h[2].join("foo.tar.gz"), shared),
+        "{}",
+        s.daemon().log()
+    );
+    assert!(s.daemon().wait_log("host2/foo.tar.gz: taken from the pool"));
+}
+
+#[test]
+fn a_pool_directory_moved_away_and_re_created_gets_the_new_downloads() {
+    if !require_root() {
+        return;
+    }
+    let s = pool_setup(Scratch::tmpfs("pool-recreated"), 2, "0s", CLIENT);
+    let h = &s.hosts;
+    portage_download(&h[0], "before.tar.gz", b"in the old pool");
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    assert!(wait_linked(&all, 0, "before.tar.gz"));
+    fs::rename(&s.pool, s.scratch.fs().join("pool.old")).unwrap();
+    fs::create_dir(&s.pool).unwrap();
+    // Within the periodic look (5 s), the new directory is taken and reconciled.
+    assert!(
+        s.daemon().wait_log("pool: ") && s.daemon().wait_log("is another directory now"),
+        "{}",
+        s.daemon().log()
+    );
+    assert!(wait_until(DEADLINE, || s
+        .pool
+        .join("before.tar.gz")
+        .exists()));
+    portage_download(&h[1], "after.tar.gz", b"in the new pool");
+    assert!(wait_linked(&all, 1, "after.tar.gz"), "{}", s.daemon().log());
+    assert!(!s.scratch.fs().join("pool.old/after.tar.gz").exists());
+}

@@ -34,6 +34,9 @@ pub struct Census {
     others: Vec<(u32, u16, u64)>,
     /// Directory entries read (all of them, names skipped included).
     pub entries: u64,
+    /// Symlinks in host directories asking for the pool's file (see `pool.rs`): host
+    /// position and name.
+    pub requests: Vec<(usize, Box<[u8]>)>,
 }
 
 impl Census {

@@ -579,6 +579,17 @@ impl HostSet {
         )
     }
 
+    /// The same set with the pool re-opened (its path leads to another directory now).
+    pub fn with_pool(&self, pool: Pool) -> HostSet {
+        HostSet::from_hosts(
+            self.hosts.clone(),
+            Arc::clone(&self.numbers),
+            self.dev,
+            self.mount_id,
+            Some(Arc::new(pool)),
+        )
+    }
+
     /// Whether a directory is on this set's filesystem and mount (for a re-created host
     /// directory). The set keeps both even when every directory is gone.
     pub fn fits(&self, dev: u64, mount_id: i32) -> bool {

@@ -19,8 +19,10 @@
 //!   `eclean-dist` is a deletion like any other. Any other symlink is left alone and
 //!   never followed. A host that cleaned a file never gets it back from the pool unless
 //!   its Portage asks this way.
-//! * **Expiry** ([`expiry`]): a pool name whose inode has no other name (link count 1: no
-//!   host holds it under any name) is removed `keep` after its last host name went. The
+//! * **Expiry** ([`expiry`]): a pool name whose inode has no name outside the pool (its
+//!   link count is the number of the pool's names of it: a rename or a second hardlink
+//!   in a host gave the pool two) is removed, with the pool's other names of the inode,
+//!   `keep` after its last host name went. The
 //!   inode's change time is when that happened (an unlink changes it), so the rule needs
 //!   no state of its own and holds across restarts. `keep: 0s` removes it at once: a
 //!   tarball is still gone only when every host dropped it.
@@ -82,9 +84,16 @@ pub enum Expiry {
     Now,
 }
 
-/// The expiry rule (see the module doc). `ctime` is the inode's change time.
-pub fn expiry(nlink: u64, ctime: SystemTime, now: SystemTime, keep: Duration) -> Expiry {
-    if nlink > 1 {
+/// The expiry rule (see the module doc). `pool_names` is how many of the inode's
+/// `nlink` names are the pool's; `ctime` is the inode's change time.
+pub fn expiry(
+    nlink: u64,
+    pool_names: u64,
+    ctime: SystemTime,
+    now: SystemTime,
+    keep: Duration,
+) -> Expiry {
+    if nlink > pool_names.max(1) {
         return Expiry::Held;
     }
     let due = ctime.checked_add(keep).unwrap_or(ctime);
@@ -193,13 +202,16 @@ mod tests {
     fn a_file_no_host_holds_goes_after_keep() {
         let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
         let keep = Duration::from_secs(30);
-        assert_eq!(expiry(2, t(0), t(1000), keep), Expiry::Held);
-        assert_eq!(expiry(1, t(100), t(110), keep), Expiry::At(t(130)));
-        assert_eq!(expiry(1, t(100), t(130), keep), Expiry::Now);
-        assert_eq!(expiry(1, t(100), t(100), Duration::ZERO), Expiry::Now);
+        assert_eq!(expiry(2, 1, t(0), t(1000), keep), Expiry::Held);
+        assert_eq!(expiry(1, 1, t(100), t(110), keep), Expiry::At(t(130)));
+        assert_eq!(expiry(1, 1, t(100), t(130), keep), Expiry::Now);
+        assert_eq!(expiry(1, 1, t(100), t(100), Duration::ZERO), Expiry::Now);
+        // Two pool names (a host renamed it once) and no other: no host holds it.
+        assert_eq!(expiry(2, 2, t(100), t(100), Duration::ZERO), Expiry::Now);
+        assert_eq!(expiry(3, 2, t(100), t(100), Duration::ZERO), Expiry::Held);
         // A change time in the future (clock set back): waits for it.
         assert_eq!(
-            expiry(1, t(200), t(100), Duration::ZERO),
+            expiry(1, 1, t(200), t(100), Duration::ZERO),
             Expiry::At(t(200))
         );
         assert_eq!(time_of(1, 5), t(1) + Duration::from_nanos(5));

@@ -60,6 +60,16 @@ pub fn request(c: &Candidate, link: &OwnedFd) -> Option<Taken> {
     };
     let size = st.st_size.max(0) as u64;
     let _inode = lock_inode(st.st_ino);
+    // Under the lock: still the pool's file under the name (an expiry or a new download
+    // may have replaced it meanwhile).
+    match fstatat(
+        hosts.member(at).dir.as_fd(),
+        c.name.as_ref(),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(now) if now.st_ino == st.st_ino => {}
+        _ => return Some(Taken::Changed),
+    }
     let host = hosts.member(c.src);
     let record = match crate::record::read(file.as_fd(), &hosts.numbers) {
         Ok(Decoded::Record(r)) if r.ino == st.st_ino => Some(r),
@@ -126,36 +136,67 @@ pub enum Expired {
     Failed(Errno),
 }
 
-/// Looks at the pool's `name` and removes it if no host holds its inode and `keep` is
-/// over (see `pool.rs`). Never waits for the inode's lock.
+/// Looks at the pool's `name` and removes it, with every other pool name of its inode,
+/// if no host holds the inode and `keep` is over (see `pool.rs`). The pool's other names
+/// of the inode are found among the names its record lists (every name it was fanned out
+/// under). Never waits for the inode's lock.
 pub fn expire(hosts: &HostSet, name: &[u8], now: SystemTime) -> Expired {
     let (Some(pool), Some(at)) = (hosts.pool(), hosts.pool_at()) else {
         return Expired::Held;
     };
-    let st = match open_candidate(hosts, at, name) {
-        Ok((_, st)) => st,
+    let (file, st) = match open_candidate(hosts, at, name) {
+        Ok(f) => f,
         Err(NotLinked::Failed(e)) => return Expired::Failed(e),
         Err(_) => return Expired::Held,
     };
-    let ctime = crate::pool::time_of(st.st_ctime, st.st_ctime_nsec);
-    match crate::pool::expiry(st.st_nlink, ctime, now, pool.keep) {
-        crate::pool::Expiry::Held => return Expired::Held,
-        crate::pool::Expiry::At(t) => return Expired::At(t),
-        crate::pool::Expiry::Now => {}
+    let mut candidates: Vec<Box<[u8]>> = vec![name.into()];
+    if st.st_nlink > 1 {
+        match crate::record::read(file.as_fd(), &hosts.numbers) {
+            Ok(Decoded::Record(r)) if r.ino == st.st_ino => {
+                for e in r.names {
+                    if !candidates.contains(&e.name) {
+                        candidates.push(e.name);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // More names than the pool can hold: a host holds it.
+        if st.st_nlink > candidates.len() as u64 {
+            return Expired::Held;
+        }
     }
     let Some(_inode) = try_lock_inode(st.st_ino) else {
         return Expired::Busy;
     };
-    // Again under the lock: the same inode, still with no other name.
+    // Under the lock: which candidates are this inode in the pool, and its link count now.
     let dir = pool.dir.dir.as_fd();
-    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(now_st) if now_st.st_ino == st.st_ino && now_st.st_nlink == 1 => {}
-        Ok(_) | Err(Errno::ENOENT) => return Expired::Held,
-        Err(e) => return Expired::Failed(e),
+    let mut names = Vec::new();
+    let mut fresh = None;
+    for n in candidates {
+        match fstatat(dir, n.as_ref(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(s) if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino) => {
+                fresh = Some(s);
+                names.push(n);
+            }
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return Expired::Failed(e),
+        }
     }
-    match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
-        Ok(()) => Expired::Removed(st.st_size.max(0) as u64),
-        Err(Errno::ENOENT) => Expired::Held,
-        Err(e) => Expired::Failed(e),
+    let Some(fresh) = fresh else {
+        return Expired::Held;
+    };
+    let ctime = crate::pool::time_of(fresh.st_ctime, fresh.st_ctime_nsec);
+    match crate::pool::expiry(fresh.st_nlink, names.len() as u64, ctime, now, pool.keep) {
+        crate::pool::Expiry::Held => return Expired::Held,
+        crate::pool::Expiry::At(t) => return Expired::At(t),
+        crate::pool::Expiry::Now => {}
     }
+    for n in &names {
+        match nix::unistd::unlinkat(dir, n.as_ref(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Expired::Failed(e),
+        }
+    }
+    Expired::Removed(fresh.st_size.max(0) as u64)
 }

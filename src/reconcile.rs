@@ -69,7 +69,7 @@ impl Summary {
     /// Adds the outcome of one name checked.
     pub fn add(&mut self, o: &Outcome) {
         self.checked += 1;
-        if let Some(f) = o.fan_out() {
+        if let Some(f) = o.fan_out().filter(|f| f.from_pool.is_none()) {
             self.pool_files += 1;
             self.pool_bytes += f.size;
             self.deferred += u64::from(f.deferred);
@@ -141,7 +141,12 @@ pub fn run(
         );
     }
     let mut summary = Summary {
-        names: census.len() as u64,
+        names: (census.len()
+            + if req.dry_run {
+                0
+            } else {
+                census.requests.len()
+            }) as u64,
         ..Summary::default()
     };
     log::info!(
@@ -250,6 +255,28 @@ fn fan_out_all(
             break;
         }
         in_flight += 1;
+    }
+    // Symlinks asking for the pool's file, made while no event could say so.
+    for (host, name) in &census.requests {
+        if cancel.load(Ordering::Relaxed) || req.dry_run {
+            break;
+        }
+        let job = Job {
+            candidate: Candidate {
+                hosts: Arc::clone(&req.hosts),
+                src: *host,
+                name: name.clone(),
+                trigger: Trigger::Symlink,
+                present: Default::default(),
+                settle: None,
+                dry_run: false,
+                merge: None,
+            },
+            reply: Reply::to(tx.clone()),
+        };
+        if jobs.send(job).is_err() {
+            break;
+        }
     }
     // Done when every job has replied and dropped its sender.
     drop(tx);

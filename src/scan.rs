@@ -56,17 +56,26 @@ pub fn scan(hosts: &HostSet, rules: &NameRules) -> (Census, Vec<Unreadable>) {
             if rules.skip(name).is_some() {
                 continue;
             }
-            let regular = match entry.file_type() {
-                Some(Type::File) => true,
-                Some(_) => false,
-                None => {
-                    fstatat(host.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
-                    })
-                }
+            let kind = match entry.file_type() {
+                Some(Type::File) => SFlag::S_IFREG,
+                Some(Type::Symlink) => SFlag::S_IFLNK,
+                Some(_) => SFlag::empty(),
+                None => fstatat(host.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_or(SFlag::empty(), |st| {
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+                    }),
             };
-            if regular {
+            if kind == SFlag::S_IFREG {
                 census.add(i, name, entry.ino());
+            } else if kind == SFlag::S_IFLNK
+                && Some(i) != hosts.pool_at()
+                && let Some(pool) = hosts.pool()
+                && nix::fcntl::readlinkat(host.dir.as_fd(), name).is_ok_and(|t| {
+                    use std::os::unix::ffi::OsStrExt;
+                    crate::pool::is_request(t.as_bytes(), &pool.client_path, name)
+                })
+            {
+                census.requests.push((i, name.into()));
             }
         }
     }

@@ -76,6 +76,8 @@ struct Daemon {
     mounts: Option<std::fs::File>,
     /// Hosts whose path leads off the shared filesystem and mount right now.
     off_filesystem: std::collections::HashSet<String>,
+    /// The pool's path leads nowhere right now (said once).
+    pool_gone: bool,
     progress: Progress,
 }
 
@@ -251,6 +253,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             .map_err(|e| log::warn!("cannot watch the mount table (/proc/self/mountinfo): {e}; a filesystem mounted over a host directory goes unnoticed"))
             .ok(),
         off_filesystem: Default::default(),
+        pool_gone: false,
         progress: Progress {
             started: crate::status::now(),
             ..Progress::default()
@@ -522,6 +525,9 @@ impl Daemon {
                         if self.hosts.pool().is_some() && self.hosts.is_symlink(host, name) {
                             self.submit(host, name.into(), Trigger::Symlink);
                         }
+                        // A deletion merged into this event may have been the last
+                        // host name of a file.
+                        self.look_at_pool_name(name);
                     }
                 }
             }
@@ -709,6 +715,7 @@ impl Daemon {
                         crate::report::host_list(&removed)
                     );
                 }
+                let pool_changed = config.pool != self.config.pool;
                 let added_any = !added.is_empty();
                 if added_any {
                     log::info!(
@@ -740,6 +747,8 @@ impl Daemon {
                 self.log_start();
                 if added_any {
                     self.request_reconcile("hosts added");
+                } else if pool_changed {
+                    self.request_reconcile("pool changed");
                 }
             }
         }
@@ -865,6 +874,43 @@ impl Daemon {
     fn look_at_host_dirs(&mut self) {
         for i in 0..self.config.hosts.len() {
             self.host_dir_changed(i);
+        }
+        self.look_at_pool_dir();
+    }
+
+    /// The pool's path: re-opened when it leads to another directory (moved away, or
+    /// removed and re-created), so links go where clients look; said once when it is
+    /// gone.
+    fn look_at_pool_dir(&mut self) {
+        let (Some(pc), Some(pool)) = (self.config.pool.clone(), self.hosts.pool()) else {
+            return;
+        };
+        let first = self
+            .config
+            .hosts
+            .iter()
+            .find(|h| self.hosts.contains(&h.name))
+            .map(|h| (h, self.hosts.dev, self.hosts.mount_id));
+        match crate::hosts::open_pool(&pc, first) {
+            Ok(now) if now.dir.key == pool.dir.key => self.pool_gone = false,
+            Ok(now) => {
+                log::warn!(
+                    "pool: {} is another directory now (moved away, or re-created); linking into the new one",
+                    pc.dir.display()
+                );
+                self.pool_gone = false;
+                self.hosts = Arc::new(self.hosts.with_pool(now));
+                self.request_reconcile("pool directory replaced");
+            }
+            Err(crate::hosts::OpenError::System { .. }) => {}
+            Err(why) => {
+                if !self.pool_gone {
+                    log::error!(
+                        "pool: {why}; fan-outs into it fail and are tried again until it is back"
+                    );
+                }
+                self.pool_gone = true;
+            }
         }
     }
 
