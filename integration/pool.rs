@@ -250,9 +250,15 @@ fn symlinks_that_are_not_requests_are_left_alone_and_never_followed() {
         fs::read_link(s.pool.join("plink")).unwrap(),
         Path::new("/etc/passwd")
     );
+    // A client deleting its own layout.conf leaves the pool's (never distlink's).
+    fs::remove_file(h0.join("layout.conf")).unwrap();
     // A real request is still answered after all of them.
     ask_pool(h1, "e.tar.gz");
     assert!(becomes(&h1.join("e.tar.gz"), ino(&s.pool.join("e.tar.gz"))));
+    assert!(
+        s.pool.join("layout.conf").exists(),
+        "the pool's layout.conf was removed"
+    );
 }
 
 #[test]

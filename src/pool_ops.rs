@@ -144,6 +144,10 @@ pub fn expire(hosts: &HostSet, name: &[u8], now: SystemTime) -> Expired {
     let (Some(pool), Some(at)) = (hosts.pool(), hosts.pool_at()) else {
         return Expired::Held;
     };
+    // Never linked there by distlink: not its to remove.
+    if crate::pool::never_pooled(name) {
+        return Expired::Held;
+    }
     let (file, st) = match open_candidate(hosts, at, name) {
         Ok(f) => f,
         Err(NotLinked::Failed(e)) => return Expired::Failed(e),
