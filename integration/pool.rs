@@ -621,3 +621,50 @@ fn a_pool_directory_moved_away_and_re_created_gets_the_new_downloads() {
     assert!(wait_linked(&all, 1, "after.tar.gz"), "{}", s.daemon().log());
     assert!(!s.scratch.fs().join("pool.old/after.tar.gz").exists());
 }
+
+#[test]
+fn check_refuses_a_pool_on_another_filesystem_or_mount() {
+    if !require_root() {
+        return;
+    }
+    let mut scratch = Scratch::tmpfs("pool-check");
+    let hosts = scratch.hosts(2);
+    let fs_pool = scratch.fs().join("pool");
+    fs::create_dir_all(&fs_pool).unwrap();
+    let other_fs = scratch.mount_tmpfs("other-fs");
+    let bound = scratch.bind(&fs_pool, "bound-pool");
+    for (dir, why) in [
+        (&other_fs, "is on a different filesystem than host host0"),
+        (
+            &bound,
+            "is reached through a different mount than host host0",
+        ),
+    ] {
+        let config = scratch.config_for(
+            &hosts,
+            &format!("pool:\n  dir: {}\n  client_path: {CLIENT}\n", dir.display()),
+        );
+        let (code, text) = check(&config);
+        assert_eq!(code, 78, "{text}");
+        assert!(
+            text.contains(&format!("pool: {} {why}", dir.display())),
+            "{text}"
+        );
+    }
+    let config = scratch.config_for(
+        &hosts,
+        &format!(
+            "pool:\n  dir: {}\n  client_path: {CLIENT}\n",
+            fs_pool.display()
+        ),
+    );
+    let (code, text) = check(&config);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "pool: {} (clients mount it read-only at {CLIENT}",
+            fs_pool.display()
+        )),
+        "{text}"
+    );
+}

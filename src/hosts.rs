@@ -373,6 +373,34 @@ fn open_dir_of(h: &HostConfig, number: u16) -> Result<(Host, u64, i32), OpenErro
     Ok((host, st.st_dev, mount_id))
 }
 
+/// Why `path` (of `label`: a host, the pool), on filesystem and mount `at`, cannot share
+/// links with `first` (a host opened: its configuration, `st_dev` and mount id).
+fn elsewhere(
+    label: &str,
+    path: &Path,
+    at: (u64, i32),
+    first: (&HostConfig, u64, i32),
+) -> Option<String> {
+    let (h, dev0, mnt0) = first;
+    if at.0 != dev0 {
+        Some(format!(
+            "{label}: {} is on a different filesystem than host {} ({}); hardlinks between them would fail with EXDEV",
+            path.display(),
+            h.name,
+            h.path.display()
+        ))
+    } else if at.1 != mnt0 {
+        Some(format!(
+            "{label}: {} is reached through a different mount than host {} ({}), e.g. a bind mount; links across mounts fail with EXDEV: give paths under one mount",
+            path.display(),
+            h.name,
+            h.path.display()
+        ))
+    } else {
+        None
+    }
+}
+
 /// Opens the pool directory, and checks it is on the filesystem and mount of `first`
 /// (a host opened: its configuration, `st_dev` and mount id), if any.
 pub fn open_pool(
@@ -387,23 +415,9 @@ pub fn open_pool(
     };
     let (mut dir, dev, mount_id) = open_dir_of(&as_host, POOL_NUMBER)?;
     dir.id = POOL_ID;
-    if let Some((h, dev0, mnt0)) = first {
-        if dev != dev0 {
-            return Err(OpenError::Config(format!(
-                "pool: {} is on a different filesystem than host {} ({}); links into it would fail with EXDEV",
-                p.dir.display(),
-                h.name,
-                h.path.display()
-            )));
-        }
-        if mount_id != mnt0 {
-            return Err(OpenError::Config(format!(
-                "pool: {} is reached through a different mount than host {} ({}), e.g. a bind mount; give a path under the hosts' mount",
-                p.dir.display(),
-                h.name,
-                h.path.display()
-            )));
-        }
+    if let Some(why) = first.and_then(|f| elsewhere(crate::pool::NAME, &p.dir, (dev, mount_id), f))
+    {
+        return Err(OpenError::Config(why));
     }
     Ok(Pool {
         dir,
@@ -437,16 +451,11 @@ impl HostSet {
         }
         if let Some((first, _, dev0, mnt0)) = opened.first() {
             for (h, _, dev, mount_id) in &opened[1..] {
-                if dev != dev0 {
-                    problems.push(Problem::new(Some(h.at), format!(
-                        "host {}: {} is on a different filesystem than host {} ({}); hardlinks between them would fail with EXDEV",
-                        h.name, h.path.display(), first.name, first.path.display()
-                    )));
-                } else if mount_id != mnt0 {
-                    problems.push(Problem::new(Some(h.at), format!(
-                        "host {}: {} is reached through a different mount than host {} ({}), e.g. a bind mount; links across mounts fail with EXDEV: give paths under one mount",
-                        h.name, h.path.display(), first.name, first.path.display()
-                    )));
+                let label = format!("host {}", h.name);
+                if let Some(why) =
+                    elsewhere(&label, &h.path, (*dev, *mount_id), (first, *dev0, *mnt0))
+                {
+                    problems.push(Problem::new(Some(h.at), why));
                 }
             }
         }
