@@ -368,6 +368,17 @@ pub(crate) fn try_lock_inode(ino: u64) -> Option<std::sync::MutexGuard<'static, 
     }
 }
 
+/// Inode `ino`'s stripe while holding inode `held`'s, never waiting (two fan-outs taking
+/// each other's inodes in opposite order would wait for each other): `Some(None)` when
+/// both share a stripe, already held; `None` when it is busy.
+fn try_lock_other(ino: u64, held: u64) -> Option<Option<std::sync::MutexGuard<'static, ()>>> {
+    if ino % 64 == held % 64 {
+        Some(None)
+    } else {
+        try_lock_inode(ino).map(Some)
+    }
+}
+
 fn fan_out_file(c: &Candidate, file: &OwnedFd, st: &FileStat) -> FanOut {
     let _inode = lock_inode(st.st_ino);
     let hosts = &c.hosts;
@@ -576,17 +587,9 @@ fn merge_copies(
         }
         // Their inode's fan-outs are serialised too; never wait for it (two merges
         // in opposite directions would wait for each other).
-        let their_stripe = (their_st.st_ino % 64) as usize;
-        let _theirs_lock = if their_stripe == (st.st_ino % 64) as usize {
-            None
-        } else {
-            match INODE_LOCKS[their_stripe].try_lock() {
-                Ok(g) => Some(g),
-                Err(_) => {
-                    keep(out);
-                    continue;
-                }
-            }
+        let Some(_theirs_lock) = try_lock_other(their_st.st_ino, st.st_ino) else {
+            keep(out);
+            continue;
         };
         let (ours, their_facts) = (Facts::of(&cur_st), Facts::of(&their_st));
         let survivor =
@@ -683,13 +686,8 @@ fn replace_kept_pool_copy(
         return;
     }
     // Its expiry takes the same lock; never wait for it.
-    let _theirs = if their_st.st_ino % 64 == st.st_ino % 64 {
-        None
-    } else {
-        match try_lock_inode(their_st.st_ino) {
-            Some(g) => Some(g),
-            None => return,
-        }
+    let Some(_theirs) = try_lock_other(their_st.st_ino, st.st_ino) else {
+        return;
     };
     if c.dry_run {
         out.pool_replaced = true;

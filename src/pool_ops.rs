@@ -136,6 +136,16 @@ pub enum Expired {
     Failed(Errno),
 }
 
+impl Expired {
+    /// How long until a busy or failed look is made again.
+    pub fn retry_after(&self) -> std::time::Duration {
+        match self {
+            Expired::Failed(_) => std::time::Duration::from_secs(60),
+            _ => std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// Looks at the pool's `name` and removes it, with every other pool name of its inode,
 /// if no host holds the inode and `keep` is over (see `pool.rs`). The pool's other names
 /// of the inode are found among the names its record lists (every name it was fanned out

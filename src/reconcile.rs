@@ -178,31 +178,24 @@ pub fn run(
     summary
 }
 
-/// Names only the pool holds: removed if no host holds their inode and `keep` is over.
+/// Names only the pool holds: removed if no host holds their inode and `keep` is over;
+/// those kept, or busy now, are handed back with when to look again.
 fn sweep_pool(hosts: &HostSet, names: &[Box<[u8]>], summary: &mut Summary) {
     use crate::pool_ops::{Expired, expire};
     for name in names {
         let now = std::time::SystemTime::now();
-        match expire(hosts, name, now) {
+        let e = expire(hosts, name, now);
+        crate::report::pool_expired(name, &e);
+        match e {
             Expired::Removed(size) => {
                 summary.pool_removed += 1;
                 summary.pool_removed_bytes += size;
-                log::info!(
-                    "{}/{}: removed, no host holds it",
-                    crate::pool::NAME,
-                    crate::display::Name(name)
-                );
             }
             Expired::At(t) => summary.pool_expiring.push((name.clone(), t)),
-            Expired::Busy => summary
+            Expired::Busy | Expired::Failed(_) => summary
                 .pool_expiring
-                .push((name.clone(), now + Duration::from_secs(1))),
+                .push((name.clone(), now + e.retry_after())),
             Expired::Held => {}
-            Expired::Failed(e) => log::error!(
-                "{}/{}: cannot remove it: {e}",
-                crate::pool::NAME,
-                crate::display::Name(name)
-            ),
         }
     }
 }
@@ -220,14 +213,10 @@ fn fan_out_all(
 ) {
     let (tx, rx) = crossbeam_channel::unbounded::<Outcome>();
     let mut in_flight = 0usize;
-    let pool_at = req.hosts.pool_at();
-    for (name, holding) in census.iter() {
+    // Queues one job once fewer than IN_FLIGHT are out; false when no more can be.
+    let mut queue = |candidate: Candidate| -> bool {
         if cancel.load(Ordering::Relaxed) {
-            break;
-        }
-        if Some(usize::from(holding.src)) == pool_at {
-            pool_only.push(name.into());
-            continue;
+            return false;
         }
         while in_flight >= IN_FLIGHT {
             match rx.recv() {
@@ -235,46 +224,49 @@ fn fan_out_all(
                     in_flight -= 1;
                     on_outcome(&o);
                 }
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
         let job = Job {
-            candidate: Candidate {
-                hosts: Arc::clone(&req.hosts),
-                src: usize::from(holding.src),
-                name: name.into(),
-                trigger: Trigger::Scan,
-                present: holding.present,
-                settle: Some(req.settle),
-                dry_run: req.dry_run,
-                merge: req.merge,
-            },
+            candidate,
             reply: Reply::to(tx.clone()),
         };
-        if jobs.send(job).is_err() {
+        in_flight += 1;
+        jobs.send(job).is_ok()
+    };
+    let pool_at = req.hosts.pool_at();
+    for (name, holding) in census.iter() {
+        if Some(usize::from(holding.src)) == pool_at {
+            pool_only.push(name.into());
+            continue;
+        }
+        let queued = queue(Candidate {
+            hosts: Arc::clone(&req.hosts),
+            src: usize::from(holding.src),
+            name: name.into(),
+            trigger: Trigger::Scan,
+            present: holding.present,
+            settle: Some(req.settle),
+            dry_run: req.dry_run,
+            merge: req.merge,
+        });
+        if !queued {
             break;
         }
-        in_flight += 1;
     }
     // Symlinks asking for the pool's file, made while no event could say so.
-    for (host, name) in &census.requests {
-        if cancel.load(Ordering::Relaxed) || req.dry_run {
-            break;
-        }
-        let job = Job {
-            candidate: Candidate {
-                hosts: Arc::clone(&req.hosts),
-                src: *host,
-                name: name.clone(),
-                trigger: Trigger::Symlink,
-                present: Default::default(),
-                settle: None,
-                dry_run: false,
-                merge: None,
-            },
-            reply: Reply::to(tx.clone()),
-        };
-        if jobs.send(job).is_err() {
+    for (host, name) in census.requests.iter().filter(|_| !req.dry_run) {
+        let queued = queue(Candidate {
+            hosts: Arc::clone(&req.hosts),
+            src: *host,
+            name: name.clone(),
+            trigger: Trigger::Symlink,
+            present: Default::default(),
+            settle: None,
+            dry_run: false,
+            merge: None,
+        });
+        if !queued {
             break;
         }
     }

@@ -245,6 +245,22 @@ fn report_taken(o: &Outcome, taken: &crate::pool_ops::Taken, style: Style) {
     }
 }
 
+/// Logs what became of a look at the pool's `name` (a removal, or why none was made).
+pub fn pool_expired(name: &[u8], e: &crate::pool_ops::Expired) {
+    use crate::pool_ops::Expired;
+    let (pool, name) = (crate::pool::NAME, Name(name));
+    match e {
+        Expired::Removed(size) => log::info!(
+            target: crate::logging::FANOUT,
+            "{pool}/{name}: removed, no host holds it ({size} bytes)"
+        ),
+        Expired::Failed(e) => {
+            log::error!("{pool}/{name}: cannot remove it: {e}; tried again later")
+        }
+        Expired::Held | Expired::At(_) | Expired::Busy => {}
+    }
+}
+
 /// Counters since start (metrics: shared with the status writer).
 #[derive(Debug, Default)]
 pub struct Counters {

@@ -581,35 +581,22 @@ impl Daemon {
             return;
         }
         let (now, now_instant) = (std::time::SystemTime::now(), Instant::now());
-        match expire(&self.hosts, name, now) {
+        let e = expire(&self.hosts, name, now);
+        crate::report::pool_expired(name, &e);
+        match e {
             Expired::Removed(size) => {
                 self.counters.pool_removed.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .pool_removed_bytes
                     .fetch_add(size, Ordering::Relaxed);
-                log::info!(
-                    target: crate::logging::FANOUT,
-                    "{}/{}: removed, no host holds it ({size} bytes)",
-                    crate::pool::NAME,
-                    Name(name)
-                );
             }
             Expired::At(t) => self
                 .expiring
                 .schedule(name, crate::pool::instant_of(t, now, now_instant)),
-            Expired::Busy => self
-                .expiring
-                .schedule(name, now_instant + Duration::from_secs(1)),
-            Expired::Held => {}
-            Expired::Failed(e) => {
-                log::error!(
-                    "{}/{}: cannot remove it: {e}; tried again in a minute",
-                    crate::pool::NAME,
-                    Name(name)
-                );
-                self.expiring
-                    .schedule(name, now_instant + Duration::from_secs(60));
+            Expired::Busy | Expired::Failed(_) => {
+                self.expiring.schedule(name, now_instant + e.retry_after())
             }
+            Expired::Held => {}
         }
     }
 
