@@ -78,44 +78,68 @@ fn becomes(path: &Path, ino: u64) -> bool {
 
 under_both_marks! {
     fn the_pool_gets_every_download_and_answers_a_request(mark) {
-        if !require_root() {
-            return;
+        if require_root() {
+            request_case(Scratch::tmpfs("pool-request").marking(mark));
         }
-        let mut s = pool_setup(Scratch::tmpfs("pool-request").marking(mark), 3, "0s", CLIENT);
-        let h = s.hosts.clone();
-        portage_download(&h[0], "foo-1.0.tar.gz", b"a release tarball");
-        let mut all = h.clone();
-        all.push(s.pool.clone());
-        assert!(wait_linked(&all, 0, "foo-1.0.tar.gz"), "{}", tree(&s.scratch.fs()));
-        let shared = ino(&s.pool.join("foo-1.0.tar.gz"));
-        // The pool is never in the record: only the hosts are.
-        assert_eq!(recorded_hosts(&h[0].join("foo-1.0.tar.gz")), [0, 1, 2]);
-
-        // host2 cleans it; later its Portage finds it in the pool and makes the symlink.
-        fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
-        ask_pool(&h[2], "foo-1.0.tar.gz");
-        assert!(
-            becomes(&h[2].join("foo-1.0.tar.gz"), shared),
-            "{}\n{}",
-            tree(&s.scratch.fs()),
-            s.daemon().log()
-        );
-        assert!(s.daemon().wait_log("host2/foo-1.0.tar.gz: taken from the pool"));
-        assert_eq!(recorded_hosts(&h[0].join("foo-1.0.tar.gz")), [0, 1, 2]);
-        // The status file is rewritten every few seconds.
-        assert!(
-            wait_until(DEADLINE, || status(&s.config).1.contains("1 symlinks answered with a link")),
-            "{}",
-            status(&s.config).1
-        );
-
-        // Deleted again, it stays deleted across a restart (the pool holds it).
-        fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
-        s.restart_after(|| {});
-        assert!(s.daemon().wait_log("reconcile (start-up) done"));
-        assert!(!h[2].join("foo-1.0.tar.gz").exists(), "{}", tree(&s.scratch.fs()));
-        assert_eq!(ino(&s.pool.join("foo-1.0.tar.gz")), shared);
     }
+}
+
+/// In a btrfs subvolume (directory marks, the pool unmarked beside the hosts).
+#[test]
+fn the_pool_answers_a_request_in_a_btrfs_subvolume() {
+    if require_root() && require_tool("mkfs.btrfs") {
+        request_case(Scratch::btrfs_subvolume("pool-btrfs-subvol"));
+    }
+}
+
+fn request_case(scratch: Scratch) {
+    let mut s = pool_setup(scratch, 3, "0s", CLIENT);
+    let h = s.hosts.clone();
+    portage_download(&h[0], "foo-1.0.tar.gz", b"a release tarball");
+    let mut all = h.clone();
+    all.push(s.pool.clone());
+    assert!(
+        wait_linked(&all, 0, "foo-1.0.tar.gz"),
+        "{}",
+        tree(&s.scratch.fs())
+    );
+    let shared = ino(&s.pool.join("foo-1.0.tar.gz"));
+    // The pool is never in the record: only the hosts are.
+    assert_eq!(recorded_hosts(&h[0].join("foo-1.0.tar.gz")), [0, 1, 2]);
+
+    // host2 cleans it; later its Portage finds it in the pool and makes the symlink.
+    fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
+    ask_pool(&h[2], "foo-1.0.tar.gz");
+    assert!(
+        becomes(&h[2].join("foo-1.0.tar.gz"), shared),
+        "{}\n{}",
+        tree(&s.scratch.fs()),
+        s.daemon().log()
+    );
+    assert!(
+        s.daemon()
+            .wait_log("host2/foo-1.0.tar.gz: taken from the pool")
+    );
+    assert_eq!(recorded_hosts(&h[0].join("foo-1.0.tar.gz")), [0, 1, 2]);
+    // The status file is rewritten every few seconds.
+    assert!(
+        wait_until(DEADLINE, || status(&s.config)
+            .1
+            .contains("1 symlinks answered with a link")),
+        "{}",
+        status(&s.config).1
+    );
+
+    // Deleted again, it stays deleted across a restart (the pool holds it).
+    fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
+    s.restart_after(|| {});
+    assert!(s.daemon().wait_log("reconcile (start-up) done"));
+    assert!(
+        !h[2].join("foo-1.0.tar.gz").exists(),
+        "{}",
+        tree(&s.scratch.fs())
+    );
+    assert_eq!(ino(&s.pool.join("foo-1.0.tar.gz")), shared);
 }
 
 #[test]
