@@ -555,13 +555,7 @@ impl HostSet {
             .filter(|h| *h.name != *name)
             .cloned()
             .collect();
-        HostSet::from_hosts(
-            hosts,
-            Arc::clone(&self.numbers),
-            self.dev,
-            self.mount_id,
-            self.pool.clone(),
-        )
+        self.with_hosts(hosts, self.pool.clone())
     }
 
     /// The same set plus a re-opened host, placed in configuration order.
@@ -579,23 +573,22 @@ impl HostSet {
                 .position(|c| *c.name == *h.name)
                 .unwrap_or(usize::MAX)
         });
+        self.with_hosts(hosts, self.pool.clone())
+    }
+
+    /// The same set with the pool re-opened (its path leads to another directory now).
+    pub fn with_pool(&self, pool: Pool) -> HostSet {
+        self.with_hosts(self.hosts.clone(), Some(Arc::new(pool)))
+    }
+
+    /// This set's filesystem, mount and numbering with other hosts and pool.
+    fn with_hosts(&self, hosts: Vec<Arc<Host>>, pool: Option<Arc<Pool>>) -> HostSet {
         HostSet::from_hosts(
             hosts,
             Arc::clone(&self.numbers),
             self.dev,
             self.mount_id,
-            self.pool.clone(),
-        )
-    }
-
-    /// The same set with the pool re-opened (its path leads to another directory now).
-    pub fn with_pool(&self, pool: Pool) -> HostSet {
-        HostSet::from_hosts(
-            self.hosts.clone(),
-            Arc::clone(&self.numbers),
-            self.dev,
-            self.mount_id,
-            Some(Arc::new(pool)),
+            pool,
         )
     }
 
