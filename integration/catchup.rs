@@ -59,6 +59,7 @@ fn restart_links_what_was_missed_and_respects_deletions(mark) {
     }
     portage_download(&hosts[2], "again.tar.gz", b"second download");
 
+    assert!(all_quiet(&hosts, QUIET));
     let d = Daemon::start(&scratch, &config);
     assert!(
         wait_linked(&hosts, 1, "while-down.tar.gz"),
@@ -77,7 +78,7 @@ fn restart_links_what_was_missed_and_respects_deletions(mark) {
         fs::read(hosts[0].join("again.tar.gz")).unwrap(),
         b"second download"
     );
-    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(d.start_up_decided());
     barrier(&hosts, "barrier.tar.gz");
     assert!(
         !exists(&hosts[2].join("cleaned.tar.gz")),
@@ -188,6 +189,7 @@ fn crashes_at_random_moments_converge(mark) {
     }
     // The last start converges: everything completed is everywhere, except what a host
     // deleted on purpose.
+    assert!(all_quiet(&hosts, QUIET));
     let d = Daemon::start(&scratch, &config);
     for (src, name) in &completed {
         let want: Vec<PathBuf> = hosts
@@ -211,7 +213,7 @@ fn crashes_at_random_moments_converge(mark) {
             "{name} (from host{src}) did not reach every host"
         );
     }
-    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(d.start_up_decided());
     barrier(&hosts, "barrier.tar.gz");
     for (h, name) in &deleted {
         assert!(

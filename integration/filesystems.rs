@@ -208,9 +208,10 @@ fn every_promise(scratch: Scratch, expect: &str) {
     // while down stays, and the file host2 cleaned never comes back.
     portage_download(&hosts[1], "while-down.tar.gz", b"missed");
     fs::remove_file(hosts[3].join("direct.tar.gz")).unwrap();
+    assert!(all_quiet(&hosts, QUIET));
     let d = Daemon::start(&scratch, &config);
     assert!(wait_linked(&hosts, 1, "while-down.tar.gz"));
-    assert!(d.wait_log("reconcile (start-up) done"));
+    assert!(d.start_up_decided());
     fs::write(hosts[0].join("barrier.tar.gz"), b"b").unwrap();
     assert!(wait_linked(&hosts, 0, "barrier.tar.gz"));
     assert!(!exists(&hosts[3].join("direct.tar.gz")), "deletion undone");

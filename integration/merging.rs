@@ -7,8 +7,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const SETTLE: &str = "settle: 300ms\n";
-/// Longer than `SETTLE`: a copy this quiet can be merged.
-const QUIET: std::time::Duration = std::time::Duration::from_millis(350);
 /// Longer than the race test's settle of 10ms.
 const RACE_QUIET: std::time::Duration = std::time::Duration::from_millis(20);
 

@@ -60,6 +60,9 @@ impl PoolSetup {
             d.stop();
         }
         while_down();
+        let mut dirs = self.hosts.clone();
+        dirs.push(self.pool.clone());
+        assert!(all_quiet(&dirs, QUIET));
         self.daemon = Some(Daemon::start(&self.scratch, &self.config));
     }
 }
@@ -133,7 +136,7 @@ fn request_case(scratch: Scratch) {
     // Deleted again, it stays deleted across a restart (the pool holds it).
     fs::remove_file(h[2].join("foo-1.0.tar.gz")).unwrap();
     s.restart_after(|| {});
-    assert!(s.daemon().wait_log("reconcile (start-up) done"));
+    assert!(s.daemon().start_up_decided());
     assert!(
         !h[2].join("foo-1.0.tar.gz").exists(),
         "{}",
@@ -175,7 +178,7 @@ fn a_file_no_host_holds_leaves_the_pool_at_once_with_keep_zero() {
 
     // Deleted everywhere while distlink is down: the start-up reconcile removes it.
     s.restart_after(|| fs::remove_file(h[0].join("kept.tar.gz")).unwrap());
-    assert!(s.daemon().wait_log("reconcile (start-up) done"));
+    assert!(s.daemon().start_up_decided());
     assert!(!s.pool.join("kept.tar.gz").exists(), "{}", s.daemon().log());
     assert!(
         s.daemon()
@@ -303,7 +306,7 @@ fn a_kept_file_waits_for_keep_and_is_never_brought_back() {
         }
     });
     let cleaned = fs::metadata(s.pool.join("kept.tar.gz")).unwrap().ctime();
-    assert!(s.daemon().wait_log("reconcile (start-up) done"));
+    assert!(s.daemon().start_up_decided());
     assert!(s.pool.join("kept.tar.gz").exists(), "removed before keep");
     assert!(
         h.iter().all(|d| !d.join("kept.tar.gz").exists()),

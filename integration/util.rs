@@ -19,6 +19,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_distlink");
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Longer than the `settle: 300ms` most tests configure: a file quiet this long is
+/// settled.
+pub const QUIET: Duration = Duration::from_millis(350);
+
 /// Root tests need root. In CI (which is root) a missing privilege is a failure, never a
 /// silent skip; elsewhere the test says it was skipped.
 pub fn require_root() -> bool {
@@ -420,6 +424,25 @@ impl Daemon {
         wait_until(DEADLINE, || self.log().contains(needle))
     }
 
+    /// Waits for the start-up reconcile's summary, and checks that it left nothing to
+    /// settle. A file changed within `settle` is deferred and fanned out later: a check
+    /// right after the summary that a deletion was not undone would come too early for
+    /// it. Tests that make such checks let the files be quiet first ([`all_quiet`]).
+    pub fn start_up_decided(&self) -> bool {
+        const DONE: &str = "reconcile (start-up) done";
+        if !self.wait_log(DONE) {
+            return false;
+        }
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains(DONE)).unwrap_or_default();
+        assert!(
+            line.contains(", 0 deferred to settle"),
+            "the start-up reconcile deferred files to settle; a check now would come before \
+             their fan-out (let them be quiet first): {line}"
+        );
+        true
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
@@ -765,6 +788,17 @@ macro_rules! under_both_marks {
             }
         }
     };
+}
+
+/// Waits until every name in `dirs` has not changed for `quiet`, so that a start-up
+/// reconcile decides each at once (see [`Daemon::start_up_decided`]).
+pub fn all_quiet(dirs: &[PathBuf], quiet: Duration) -> bool {
+    let paths: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .collect();
+    quiet_for(&paths, quiet)
 }
 
 /// Waits until every file in `paths` has not changed (ctime) for `quiet`: what the settle
