@@ -1,7 +1,9 @@
 //! `cargo bench --bench fanout` (as root): figures, not pass/fail.
 //!
 //! * Fan-out latency, rename in one host to the last link in the others, for 2, 16, 64,
-//!   256 and 1,024 hosts on tmpfs (p50, p99 over many samples), seen through inotify.
+//!   256 and 1,024 hosts on tmpfs (p50, p99 over many samples), seen through the file's
+//!   link count (see `Observer`), with the daemon's CPU time per file; at 1,024 hosts
+//!   also as an inotify watcher on every host sees it.
 //! * Bursts of renamed files (10,000 into 16 hosts, 1,000 into 1,024 hosts), against the
 //!   floor: one thread doing the same `linkat` calls in a plain loop.
 //! * Start-up reconciles (100,000 files x 16 hosts with half the links missing; 20,000
@@ -64,7 +66,16 @@ fn proc_status(pid: i32, field: &str) -> String {
 
 /// User + system CPU time a process has used, in milliseconds (`/proc/PID/stat`).
 fn cpu_ms(pid: i32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_ms_in(&format!("/proc/{pid}/stat"))
+}
+
+/// The same for its main thread (distlink's event loop).
+fn loop_cpu_ms(pid: i32) -> u64 {
+    cpu_ms_in(&format!("/proc/{pid}/task/{pid}/stat"))
+}
+
+fn cpu_ms_in(path: &str) -> u64 {
+    let stat = fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime and stime are the
     // 12th and 13th, in clock ticks.
     let rest = stat.rsplit_once(')').map_or("", |r| r.1);
@@ -157,6 +168,32 @@ fn memory_pending() -> (String, String, String) {
     (mib(&vm_hwm(daemon.pid())), before, after)
 }
 
+/// How a latency sample sees the fan-out's last link.
+#[derive(Clone, Copy)]
+enum Observer {
+    /// The file's link count, looked at every 0.1 ms: the sample ends at most about
+    /// 0.15 ms late, and the bench adds no work to the links.
+    LinkCount,
+    /// An inotify watch on every other host, read as its events come: woken once per
+    /// link (1,023 times a file at 1,024 hosts), it competes with the daemon for the
+    /// 2 cores and adds an event to each link. Printed beside the first to show that.
+    Inotify,
+}
+
+/// Waits until `file` has `links` names.
+fn wait_links(file: &fs::File, links: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let end = Instant::now() + util::DEADLINE;
+    while file.metadata().unwrap().nlink() < links {
+        assert!(
+            Instant::now() < end,
+            "only {} links within the deadline",
+            file.metadata().unwrap().nlink()
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// Waits until `count` IN_CREATE events for `name` (any directory) have been read.
 fn wait_creates(ino: &Inotify, name: &str, count: usize) {
     let mut seen = 0;
@@ -193,40 +230,61 @@ fn big_tmpfs(label: &str) -> Scratch {
 }
 
 fn latency(n: usize, samples_wanted: usize) {
-    let d = latency_with(n, samples_wanted, None);
+    let d = latency_with(n, samples_wanted, None, Observer::LinkCount);
     println!("latency  {n:>4} hosts: {d}");
 }
 
-/// p50, p99 and max of `samples_wanted` fan-outs into `n` hosts, under `mark`.
-fn latency_with(n: usize, samples_wanted: usize, mark: Option<&'static str>) -> String {
+/// p50, p99 and max of `samples_wanted` fan-outs into `n` hosts, under `mark`, each
+/// from the rename to the last link; with the daemon's CPU time per file.
+fn latency_with(
+    n: usize,
+    samples_wanted: usize,
+    mark: Option<&'static str>,
+    observer: Observer,
+) -> String {
     let mut scratch = big_tmpfs(&format!("bench-latency-{n}"));
     scratch.mark = mark;
     let hosts = scratch.hosts(n);
     let config = scratch.config_for(&hosts, "settle: 10s\n");
     let daemon = Daemon::start(&scratch, &config);
     let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
-    for h in &hosts[1..] {
-        ino.add_watch(h, AddWatchFlags::IN_CREATE).unwrap();
+    if let Observer::Inotify = observer {
+        for h in &hosts[1..] {
+            ino.add_watch(h, AddWatchFlags::IN_CREATE).unwrap();
+        }
     }
     let payload = vec![0x5au8; 4096];
     let mut samples = Vec::with_capacity(samples_wanted);
+    let (cpu0, loop0) = (cpu_ms(daemon.pid()), loop_cpu_ms(daemon.pid()));
     for i in 0..samples_wanted {
         let name = format!("pkg-{i}.tar.gz");
         let tmp = hosts[0].join(format!("{name}.__download__"));
         fs::write(&tmp, &payload).unwrap();
+        let file = fs::File::open(&tmp).unwrap();
         let t0 = Instant::now();
         fs::rename(&tmp, hosts[0].join(&name)).unwrap();
-        wait_creates(&ino, &name, n - 1);
+        match observer {
+            Observer::LinkCount => wait_links(&file, n as u64),
+            Observer::Inotify => wait_creates(&ino, &name, n - 1),
+        }
         samples.push(t0.elapsed());
     }
+    let cpu = cpu_ms(daemon.pid()) - cpu0;
+    let in_loop = loop_cpu_ms(daemon.pid()) - loop0;
     samples.sort();
     drop(daemon);
     format!(
-        "p50 {}  p99 {}  max {}  ({} renames, tmpfs)",
+        "p50 {}  p99 {}  max {}  daemon CPU per file {:.2} ms (event loop {:.2} ms)  ({} renames, tmpfs, seen by {})",
         ms(percentile(&samples, 0.50)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap()),
-        samples.len()
+        cpu as f64 / samples.len() as f64,
+        in_loop as f64 / samples.len() as f64,
+        samples.len(),
+        match observer {
+            Observer::LinkCount => "link count",
+            Observer::Inotify => "inotify",
+        }
     )
 }
 
@@ -487,11 +545,14 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // `cargo bench --bench fanout -- memory`: only the memory figures; `-- scale`: only
-    // the figures for hundreds of hosts.
+    // the figures for hundreds of hosts; `-- latency`: only their latencies.
     let only_memory = std::env::args().any(|a| a == "memory");
     let only_scale = std::env::args().any(|a| a == "scale");
     if only_scale {
         return scale();
+    }
+    if std::env::args().any(|a| a == "latency") {
+        return latencies();
     }
     if std::env::args().any(|a| a == "marks") {
         return marks();
@@ -549,7 +610,7 @@ fn marks() {
         println!(
             "marks    {:<11} latency 16 hosts: {}",
             m.unwrap(),
-            latency_with(16, 400, m)
+            latency_with(16, 400, m, Observer::LinkCount)
         );
     }
     for m in both {
@@ -808,11 +869,19 @@ fn simulate(n: usize, days: usize, merge: bool, keep: Option<&str>) {
     );
 }
 
-/// The figures for hundreds of hosts (issue 11).
-fn scale() {
-    for (n, samples) in [(64, 400), (256, 200), (1024, 100)] {
+/// Latency at 64, 256 and 1,024 hosts (issue 11); at 1,024 also as an inotify watcher
+/// on every host sees it (see [`Observer`]).
+fn latencies() {
+    for (n, samples) in [(64, 1000), (256, 1000), (1024, 1000)] {
         latency(n, samples);
     }
+    let d = latency_with(1024, 1000, None, Observer::Inotify);
+    println!("latency  1024 hosts: {d}");
+}
+
+/// The figures for hundreds of hosts (issue 11).
+fn scale() {
+    latencies();
     bursts(&[(1_000, 1024)]);
     reconciles(&[Layout {
         files: 20_000,
