@@ -26,20 +26,21 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostId(u32);
 
-/// Every host name seen by this process, by id.
-static HOST_NAMES: Mutex<Vec<Arc<str>>> = Mutex::new(Vec::new());
+/// Every host name seen by this process, with its id (looked up for every host at each
+/// look at the host directories: a map, not a search).
+static HOST_NAMES: Mutex<Option<HashMap<Box<str>, HostId>>> = Mutex::new(None);
 
 impl HostId {
     /// The id of host `name`, given on first use.
     pub fn of(name: &str) -> HostId {
         let mut names = HOST_NAMES.lock().unwrap_or_else(|p| p.into_inner());
-        match names.iter().position(|n| **n == *name) {
-            Some(i) => HostId(i as u32),
-            None => {
-                names.push(Arc::from(name));
-                HostId((names.len() - 1) as u32)
-            }
+        let names = names.get_or_insert_with(HashMap::new);
+        if let Some(&id) = names.get(name) {
+            return id;
         }
+        let id = HostId(names.len() as u32);
+        names.insert(name.into(), id);
+        id
     }
 
     /// The number behind the id (a tag in [`crate::names::NameTable`]).
@@ -120,6 +121,9 @@ pub struct HostSet {
     /// Every host ever numbered: records name hosts by these numbers.
     pub numbers: Arc<HostNumbers>,
     by_key: HashMap<Box<[u8]>, usize>,
+    /// Positions by host name (a search through 1,024 names for each of 1,024 hosts took
+    /// most of the 5-second look at the host directories).
+    by_name: HashMap<Arc<str>, usize>,
     /// `st_dev` of the filesystem holding them.
     pub dev: u64,
     /// The mount they are all reached through.
@@ -503,10 +507,16 @@ impl HostSet {
             .enumerate()
             .map(|(i, h)| (h.key.clone(), i))
             .collect();
+        let by_name = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (Arc::clone(&h.name), i))
+            .collect();
         HostSet {
             hosts,
             numbers,
             by_key,
+            by_name,
             dev,
             mount_id,
             pool,
@@ -605,7 +615,7 @@ impl HostSet {
 
     /// The index of host `name`, if it is in the set.
     pub fn position(&self, name: &str) -> Option<usize> {
-        self.hosts.iter().position(|h| *h.name == *name)
+        self.by_name.get(name).copied()
     }
 
     pub fn contains(&self, name: &str) -> bool {

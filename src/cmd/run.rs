@@ -78,6 +78,8 @@ struct Daemon {
     off_filesystem: std::collections::HashSet<String>,
     /// The pool's path leads nowhere right now (said once).
     pool_gone: bool,
+    /// A look at the host directories under way: the next one to look at.
+    looking: Option<usize>,
     progress: Progress,
 }
 
@@ -116,6 +118,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How often every host directory's path is looked at again (see
 /// [`Daemon::look_at_host_dirs`]).
 const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// Host directories looked at per turn of the event loop: about 6 µs each, so a look at
+/// 1,024 hosts holds up an event by at most about 0.4 ms rather than 6 ms.
+const LOOK_SLICE: usize = 64;
 
 /// How often the event loop looks at a running reconcile's deferred files.
 const RECONCILE_TICK: Duration = Duration::from_millis(100);
@@ -254,6 +260,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
             .ok(),
         off_filesystem: Default::default(),
         pool_gone: false,
+        looking: None,
         progress: Progress {
             started: crate::status::now(),
             ..Progress::default()
@@ -374,6 +381,9 @@ impl Daemon {
             if self.reconcile.is_some() {
                 deadline = deadline.min(Instant::now() + RECONCILE_TICK);
             }
+            if self.looking.is_some() {
+                deadline = Instant::now();
+            }
             let deadline = Some(deadline);
             let timeout = poll_timeout(deadline);
             // The mount table only for POLLPRI (the file is always readable); without it,
@@ -433,10 +443,11 @@ impl Daemon {
             }
             // On its own clock: status writes come with every reconcile, and a client
             // can cause those back to back.
-            if looked.elapsed() >= LOOK_EVERY {
+            if self.looking.is_none() && looked.elapsed() >= LOOK_EVERY {
                 looked = Instant::now();
-                self.look_at_host_dirs();
+                self.looking = Some(0);
             }
+            self.look_at_host_dirs();
             // The service manager's watchdog: the loop is alive.
             if let Some(every) = watchdog
                 && pinged.elapsed() >= every
@@ -763,9 +774,8 @@ impl Daemon {
             Ok((host, dev, mount_id)) => {
                 let current = self
                     .hosts
-                    .iter()
-                    .find(|h| *h.name == *hc.name)
-                    .map(|h| h.key.clone());
+                    .position(&hc.name)
+                    .map(|i| self.hosts.get(i).key.clone());
                 if current.as_deref() == Some(&*host.key) {
                     return;
                 }
@@ -857,12 +867,22 @@ impl Daemon {
     /// Every configured host directory: look again at what its path leads to. Events
     /// normally say when one appears or vanishes; this catches a parent that was itself
     /// re-created or moved away (under directory marks its mark went with the old
-    /// inode), or that could not be marked.
+    /// inode), or that could not be marked. [`LOOK_SLICE`] of them per call, from where
+    /// the look under way is; the pool at the end.
     fn look_at_host_dirs(&mut self) {
-        for i in 0..self.config.hosts.len() {
+        let Some(from) = self.looking else {
+            return;
+        };
+        let to = (from + LOOK_SLICE).min(self.config.hosts.len());
+        for i in from..to {
             self.host_dir_changed(i);
         }
-        self.look_at_pool_dir();
+        if to < self.config.hosts.len() {
+            self.looking = Some(to);
+        } else {
+            self.looking = None;
+            self.look_at_pool_dir();
+        }
     }
 
     /// The pool's path: re-opened when it leads to another directory (moved away, or
