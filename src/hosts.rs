@@ -577,12 +577,12 @@ impl HostSet {
             .cloned()
             .collect();
         hosts.push(Arc::new(host));
-        hosts.sort_by_key(|h| {
-            order
-                .iter()
-                .position(|c| *c.name == *h.name)
-                .unwrap_or(usize::MAX)
-        });
+        let place: HashMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        hosts.sort_by_key(|h| place.get(&*h.name).copied().unwrap_or(usize::MAX));
         self.with_hosts(hosts, self.pool.clone())
     }
 

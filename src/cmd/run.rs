@@ -80,6 +80,8 @@ struct Daemon {
     pool_gone: bool,
     /// A look at the host directories under way: the next one to look at.
     looking: Option<usize>,
+    /// Host directories came back this turn (see [`Daemon::after_hosts_back`]).
+    hosts_back: bool,
     progress: Progress,
 }
 
@@ -261,6 +263,7 @@ pub fn run(config_path: &Path, user: Option<&str>) -> Result<(), Error> {
         off_filesystem: Default::default(),
         pool_gone: false,
         looking: None,
+        hosts_back: false,
         progress: Progress {
             started: crate::status::now(),
             ..Progress::default()
@@ -448,6 +451,7 @@ impl Daemon {
                 self.looking = Some(0);
             }
             self.look_at_host_dirs();
+            self.after_hosts_back();
             // The service manager's watchdog: the loop is alive.
             if let Some(every) = watchdog
                 && pinged.elapsed() >= every
@@ -823,14 +827,7 @@ impl Daemon {
                 {
                     self.watch.uncover_dir(old.dir.as_fd());
                 }
-                if let Err(e) = self.watch.cover(&self.hosts, &self.config) {
-                    log::warn!(
-                        "re-marking the host directories: {}",
-                        crate::error_chain(&e)
-                    );
-                }
-                self.parents = crate::hosts::parent_keys(&self.config);
-                self.request_reconcile("host directory back");
+                self.hosts_back = true;
             }
             // The kernel refused the look itself (no descriptor left, a sandbox): says
             // nothing about the directory; the host stays as it is.
@@ -851,6 +848,24 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Once per turn of the loop after host directories came back, not once per host
+    /// (each of these passes over every host: 1,024 hosts back at once, after a mount
+    /// over their parent went away, held the loop for seconds): every directory and
+    /// parent marked again, the parents' routing, and a reconcile.
+    fn after_hosts_back(&mut self) {
+        if !std::mem::take(&mut self.hosts_back) {
+            return;
+        }
+        if let Err(e) = self.watch.cover(&self.hosts, &self.config) {
+            log::warn!(
+                "re-marking the host directories: {}",
+                crate::error_chain(&e)
+            );
+        }
+        self.parents = crate::hosts::parent_keys(&self.config);
+        self.request_reconcile("host directory back");
     }
 
     /// Takes host `name` out of the set (its directory vanished or leads elsewhere).
