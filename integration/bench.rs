@@ -563,7 +563,8 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // `cargo bench --bench fanout -- memory`: only the memory figures; `-- scale`: only
-    // the figures for hundreds of hosts; `-- latency`: only their latencies.
+    // the figures for hundreds of hosts; `-- latency`: only their latencies; `-- back`:
+    // only 1,024 host directories coming back at once.
     let only_memory = std::env::args().any(|a| a == "memory");
     let only_scale = std::env::args().any(|a| a == "scale");
     if only_scale {
@@ -571,6 +572,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "latency") {
         return latencies();
+    }
+    if std::env::args().any(|a| a == "back") {
+        return all_hosts_back(1024);
     }
     if std::env::args().any(|a| a == "marks") {
         return marks();
@@ -906,6 +910,44 @@ fn scale() {
         hosts: 256,
         others: 0,
     }]);
+    all_hosts_back(1024);
+}
+
+/// A filesystem mounted over the parent of all `n` host directories, then unmounted:
+/// the time until every host is back, and until the next download is fanned out.
+fn all_hosts_back(n: usize) {
+    let scratch = big_tmpfs("bench-hosts-back");
+    let hosts = scratch.hosts(n);
+    let config = scratch.config_for(&hosts, "settle: 10s\n");
+    let daemon = Daemon::start(&scratch, &config);
+    assert!(daemon.wait_log("reconcile (start-up) done"));
+    let over = |args: &[&str]| {
+        let status = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .arg(scratch.fs())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    over(&["mount", "-t", "tmpfs", "bench-over"]);
+    let count = |what: &str| daemon.log().matches(what).count();
+    assert!(util::wait_until(Duration::from_secs(120), || count(
+        "is gone"
+    ) >= n));
+    let t0 = Instant::now();
+    over(&["umount"]);
+    assert!(util::wait_until(Duration::from_secs(600), || count(
+        "is back"
+    ) >= n));
+    let back = t0.elapsed();
+    let t1 = Instant::now();
+    util::portage_download(&hosts[0], "after.tar.gz", b"x");
+    assert!(util::wait_linked(&hosts, 0, "after.tar.gz"));
+    println!(
+        "hosts back {n} host directories after a mount over their parent went: all back in {}, the next download fanned out {} later",
+        ms(back),
+        ms(t1.elapsed())
+    );
 }
 
 fn bursts(cases: &[(usize, usize)]) {
