@@ -320,9 +320,14 @@ fn a_host_directory_removed_and_recreated_is_picked_up(mark) {
         "old.tar.gz"
     ));
 
-    // The next fetch on host2 re-creates it.
+    // The next fetch on host2 re-creates it. Everything quiet first, so that the
+    // reconcile it starts decides each file at once (old.tar.gz was just linked into
+    // host3).
+    assert!(all_quiet(&with3, QUIET));
     fs::create_dir(&hosts[2]).unwrap();
     assert!(s.daemon.wait_log("is back"));
+    // Before the next downloads, which that reconcile would find still settling.
+    assert!(s.daemon.reconcile_decided("host directory back"));
     portage_download(&hosts[0], "new.tar.gz", b"after");
     assert!(
         wait_linked(hosts, 0, "new.tar.gz"),
@@ -338,7 +343,6 @@ fn a_host_directory_removed_and_recreated_is_picked_up(mark) {
         0,
         "new.tar.gz"
     ));
-    assert!(s.daemon.wait_log("reconcile (host directory back) done"));
     assert!(
         wait_linked(hosts, 0, "during.tar.gz"),
         "completed while it was gone: not linked"

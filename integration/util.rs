@@ -429,15 +429,20 @@ impl Daemon {
     /// right after the summary that a deletion was not undone would come too early for
     /// it. Tests that make such checks let the files be quiet first ([`all_quiet`]).
     pub fn start_up_decided(&self) -> bool {
-        const DONE: &str = "reconcile (start-up) done";
-        if !self.wait_log(DONE) {
+        self.reconcile_decided("start-up")
+    }
+
+    /// The same for the reconcile started for `why` (its label in the log).
+    pub fn reconcile_decided(&self, why: &str) -> bool {
+        let done = format!("reconcile ({why}) done");
+        if !self.wait_log(&done) {
             return false;
         }
         let log = self.log();
-        let line = log.lines().find(|l| l.contains(DONE)).unwrap_or_default();
+        let line = log.lines().find(|l| l.contains(&done)).unwrap_or_default();
         assert!(
             line.contains(", 0 deferred to settle"),
-            "the start-up reconcile deferred files to settle; a check now would come before \
+            "the {why} reconcile deferred files to settle; a check now would come before \
              their fan-out (let them be quiet first): {line}"
         );
         true
