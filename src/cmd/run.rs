@@ -409,10 +409,10 @@ impl Daemon {
                 && fds[3]
                     .revents()
                     .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR));
+            // Any host may be mounted over now: a look at every one, from the first
+            // (in slices, as the 5-second look; one under way starts again).
             if mounts_changed {
-                for i in 0..self.config.hosts.len() {
-                    self.host_dir_changed(i);
-                }
+                self.looking = Some(0);
             }
             self.drain_events(&mut buf)?;
             let _ = self.wake.read();
