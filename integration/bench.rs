@@ -267,8 +267,6 @@ fn latency_with(
             ino.add_watch(h, AddWatchFlags::IN_CREATE).unwrap();
         }
     }
-    // The link-count observer watches one file at a time, in its own instance.
-    let one = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
     let payload = vec![0x5au8; 4096];
     let mut samples = Vec::with_capacity(samples_wanted);
     let (cpu0, loop0) = (cpu_ms(daemon.pid()), loop_cpu_ms(daemon.pid()));
@@ -276,16 +274,20 @@ fn latency_with(
         let name = format!("pkg-{i}.tar.gz");
         let tmp = hosts[0].join(format!("{name}.__download__"));
         fs::write(&tmp, &payload).unwrap();
-        let watch = one.add_watch(&tmp, AddWatchFlags::IN_ATTRIB).unwrap();
+        // The link-count observer watches this one file, and nothing else.
+        let watch = matches!(observer, Observer::LinkCount)
+            .then(|| ino.add_watch(&tmp, AddWatchFlags::IN_ATTRIB).unwrap());
         let t0 = Instant::now();
         fs::rename(&tmp, hosts[0].join(&name)).unwrap();
         match observer {
-            Observer::LinkCount => wait_links(&one, &hosts[0].join(&name), n as u64),
+            Observer::LinkCount => wait_links(&ino, &hosts[0].join(&name), n as u64),
             Observer::Inotify => wait_creates(&ino, &name, n - 1),
         }
         samples.push(t0.elapsed());
-        let _ = one.rm_watch(watch);
-        while one.read_events().is_ok() {}
+        if let Some(w) = watch {
+            let _ = ino.rm_watch(w);
+            while ino.read_events().is_ok() {}
+        }
     }
     let cpu = cpu_ms(daemon.pid()) - cpu0;
     let in_loop = loop_cpu_ms(daemon.pid()) - loop0;
